@@ -5,6 +5,7 @@ injects the overrides after it, so notebooks run unmodified.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -50,16 +51,10 @@ def run_notebook(path: str | os.PathLike, out_dir: str | os.PathLike, *, quick: 
     out = Path(out_dir).resolve() / path.name
     out.parent.mkdir(parents=True, exist_ok=True)
     params = {"QUICK": bool(quick), **(parameters or {})}
-    env_backup = os.environ.get("MPLBACKEND")
-    os.environ["MPLBACKEND"] = "Agg"  # headless: never try to open a window
-    try:
+    # Headless: matplotlib never opens a window and widgets draw static figures (toolkit.viz).
+    with _environment(MPLBACKEND="Agg", TOOLKIT_HEADLESS="1"):
         papermill.execute_notebook(str(path), str(out), parameters=params, kernel_name=kernel_name,
                                    cwd=str(path.parent), progress_bar=False, execution_timeout=timeout)
-    finally:
-        if env_backup is None:
-            os.environ.pop("MPLBACKEND", None)
-        else:
-            os.environ["MPLBACKEND"] = env_backup
     return out
 
 
@@ -75,3 +70,17 @@ def run_notebooks(out_dir: str | os.PathLike, *, quick: bool = False, only: str 
         print(f"  done in {seconds:.1f} s -> {out}", flush=True)
         results.append((out, seconds))
     return results
+
+
+@contextlib.contextmanager
+def _environment(**values: str):
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

@@ -1,0 +1,75 @@
+"""Grids and planes of query points, and chunked evaluation of any callable field on points.
+
+A "field" here is any callable ``f(xyz: (N, 3) tensor) -> (N, ...) tensor`` (a learned model with its
+code bound, or a synthetic ground-truth field). Slicing, meshing and 3D metrics are written against
+this contract so they serve every system and the synthetic ground truth alike.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+AXES = {"x": 0, "y": 1, "z": 2}
+Field = Callable[[torch.Tensor], torch.Tensor]
+
+
+def grid_points(bounds: Sequence[Sequence[float]] | float, resolution: int | Sequence[int],
+                dtype: torch.dtype = torch.float32, device=None) -> torch.Tensor:
+    """Lattice points of a box: (Rx·Ry·Rz, 3), x slowest ("ij" order), endpoints included.
+
+    Args:
+        bounds: ((xmin, xmax), (ymin, ymax), (zmin, zmax)), or a half-size h for the cube [-h, h]^3.
+        resolution: points per axis (int or three ints).
+    """
+    lo, hi = _bounds(bounds)
+    res = [resolution] * 3 if np.isscalar(resolution) else list(resolution)
+    axes = [torch.linspace(lo[i], hi[i], res[i], dtype=dtype, device=device) for i in range(3)]
+    return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, 3)
+
+
+def plane_points(axis: str, offset: float, bounds: Sequence[Sequence[float]] | float, resolution: int,
+                 dtype: torch.dtype = torch.float32, device=None) -> torch.Tensor:
+    """Points of a world-axis-aligned plane as an image: (R, R, 3), rows top to bottom.
+
+    The image is oriented as seen from the positive side of ``axis`` with world +y up where possible:
+    axis "z": rows = -y, cols = +x (a frontal view); "x": rows = -y, cols = -z (seen from +x);
+    "y": rows = +z, cols = +x (seen from above).
+    """
+    if axis not in AXES:
+        raise ValueError(f"unknown axis {axis!r}; valid: {list(AXES)}")
+    lo, hi = _bounds(bounds)
+    lin = lambda i, flip=False: torch.linspace(hi[i] if flip else lo[i], lo[i] if flip else hi[i], resolution,
+                                               dtype=dtype, device=device)
+    if axis == "z":
+        rows, cols, order = lin(1, flip=True), lin(0), (1, 0)
+    elif axis == "x":
+        rows, cols, order = lin(1, flip=True), lin(2, flip=True), (1, 2)
+    else:
+        rows, cols, order = lin(2), lin(0), (2, 0)
+    r, c = torch.meshgrid(rows, cols, indexing="ij")
+    pts = torch.empty(resolution, resolution, 3, dtype=dtype, device=device)
+    pts[..., order[0]], pts[..., order[1]] = r, c
+    pts[..., AXES[axis]] = offset
+    return pts
+
+
+@torch.no_grad()
+def evaluate_field(field: Field, points: torch.Tensor, *, chunk: int = 65536) -> torch.Tensor:
+    """Evaluate ``field`` on (..., 3) points in chunks of ``chunk`` points; returns (..., *out)."""
+    shape = points.shape[:-1]
+    flat = points.reshape(-1, 3)
+    outs = [field(flat[i:i + chunk]) for i in range(0, flat.shape[0], chunk)]
+    out = torch.cat(outs, dim=0) if outs else field(flat)
+    return out.reshape(*shape, *out.shape[1:])
+
+
+def _bounds(bounds) -> tuple[list[float], list[float]]:
+    if np.isscalar(bounds):
+        h = float(bounds)
+        return [-h] * 3, [h] * 3
+    b = np.asarray(bounds, dtype=np.float64)
+    if b.shape != (3, 2):
+        raise ValueError(f"bounds must be a half-size or ((xmin, xmax), (ymin, ymax), (zmin, zmax)); got {b.shape}")
+    return b[:, 0].tolist(), b[:, 1].tolist()

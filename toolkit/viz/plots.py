@@ -1,0 +1,84 @@
+"""Matplotlib figures: label-map grids with the class palette, legends, slices, training curves."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from toolkit.labels import LabelSet, colorize, get_label_set
+
+
+def label_grid(label_maps: Sequence[np.ndarray] | np.ndarray, *, titles: Sequence[str] | None = None,
+               ncols: int = 6, label_set: str | LabelSet = "sof20", panel_size: float = 2.0,
+               legend: bool = True, suptitle: str | None = None):
+    """A grid of label maps coloured with the label set's palette.
+
+    Args:
+        label_maps: N maps of shape (H, W) with integer class ids.
+        titles: optional N panel titles.
+        ncols: panels per row.
+        legend: add a legend of the classes that occur.
+    Returns:
+        The matplotlib Figure.
+    """
+    import matplotlib.pyplot as plt
+
+    ls = get_label_set(label_set) if isinstance(label_set, str) else label_set
+    maps = [np.asarray(m) for m in label_maps]
+    n = len(maps)
+    if n == 0:
+        raise ValueError("label_grid needs at least one label map")
+    ncols = min(ncols, n)
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(panel_size * ncols + (2.2 if legend else 0), panel_size * nrows),
+                             squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < n:
+            ax.imshow(colorize(maps[i], ls), interpolation="nearest")
+            if titles is not None:
+                ax.set_title(str(titles[i]), fontsize=8)
+    if legend:
+        present = np.unique(np.concatenate([m.ravel() for m in maps]))
+        add_legend(fig, present, ls)
+    if suptitle:
+        fig.suptitle(suptitle)
+    fig.tight_layout(rect=(0, 0, 1 - (2.2 / fig.get_figwidth() if legend else 0), 1))
+    return fig
+
+
+def add_legend(fig, class_ids: Sequence[int], label_set: str | LabelSet = "sof20", loc: str = "center right"):
+    """Add a legend of colour patches for ``class_ids`` to a figure."""
+    from matplotlib.patches import Patch
+
+    ls = get_label_set(label_set) if isinstance(label_set, str) else label_set
+    handles = [Patch(color=ls.palette[int(c)] / 255.0, label=f"{int(c)} {ls.names[int(c)]}") for c in class_ids]
+    fig.legend(handles=handles, loc=loc, fontsize=7, frameon=False)
+
+
+def probability_panel(ax, prob: np.ndarray, title: str = "", cmap: str = "magma"):
+    """Show a (H, W) probability map in [0, 1] with a colour bar."""
+    im = ax.imshow(prob, cmap=cmap, vmin=0.0, vmax=1.0, interpolation="nearest")
+    ax.set_title(title, fontsize=8)
+    ax.axis("off")
+    ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    return im
+
+
+def training_curves(history: Sequence[dict], keys: Sequence[str] | None = None, *, logy: bool = False):
+    """Plot scalar logs from a trainer history (list of dicts with a ``step`` key)."""
+    import matplotlib.pyplot as plt
+
+    keys = keys or sorted({k for h in history for k, v in h.items() if k != "step" and np.isscalar(v)})
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 2.6), squeeze=False)
+    for ax, key in zip(axes.flat, keys):
+        pts = [(h["step"], h[key]) for h in history if key in h]
+        if pts:
+            steps, vals = zip(*pts)
+            ax.plot(steps, vals)
+        ax.set_title(key, fontsize=9)
+        ax.set_xlabel("step")
+        if logy:
+            ax.set_yscale("log")
+    fig.tight_layout()
+    return fig

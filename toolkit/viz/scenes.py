@@ -1,0 +1,91 @@
+"""Interactive 3D scenes with plotly: camera frusta, point clouds, meshes."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+
+def camera_frusta_figure(cam2world: np.ndarray, intrinsics: np.ndarray, image_size: int | tuple[int, int], *,
+                         projection: str = "ortho", depth: float = 0.6, labels: Sequence[str] | None = None,
+                         points: np.ndarray | None = None, point_colors: np.ndarray | None = None,
+                         title: str | None = None):
+    """Plotly figure of camera frusta (OpenCV cam2world) with an optional point cloud.
+
+    Each camera is drawn as its image rectangle at camera depth ``depth`` joined to the centre
+    (perspective), or as a box of the imaged rectangle (ortho, whose rays are parallel), plus an arrow
+    along the viewing direction.
+
+    Args:
+        cam2world: (V, 4, 4); intrinsics: (3, 3) or (V, 3, 3) in pixels; image_size: S or (H, W).
+        points: optional (N, 3) world points, coloured by ``point_colors`` (N, 3) uint8.
+    """
+    import plotly.graph_objects as go
+
+    cams = np.asarray(cam2world, dtype=np.float64).reshape(-1, 4, 4)
+    Ks = np.broadcast_to(np.asarray(intrinsics, dtype=np.float64), (len(cams), 3, 3))
+    H, W = (image_size, image_size) if np.isscalar(image_size) else image_size
+    xs, ys, zs = [], [], []
+    for cam, K in zip(cams, Ks):
+        corners_px = np.array([[0, 0], [W, 0], [W, H], [0, H]], dtype=np.float64)
+        cx = (corners_px[:, 0] - K[0, 2]) / K[0, 0]
+        cy = (corners_px[:, 1] - K[1, 2]) / K[1, 1]
+        if projection == "perspective":
+            near = np.stack([cx * depth, cy * depth, np.full(4, depth)], -1)
+            rect = near @ cam[:3, :3].T + cam[:3, 3]
+            centre = cam[:3, 3]
+            segs = [rect[[0, 1, 2, 3, 0]]] + [np.stack([centre, r]) for r in rect]
+        else:
+            plane = np.stack([cx, cy, np.zeros(4)], -1) @ cam[:3, :3].T + cam[:3, 3]
+            far = plane + depth * cam[:3, 2]
+            segs = [plane[[0, 1, 2, 3, 0]], far[[0, 1, 2, 3, 0]]] + [np.stack([a, b]) for a, b in zip(plane, far)]
+        segs.append(np.stack([cam[:3, 3], cam[:3, 3] + 1.5 * depth * cam[:3, 2]]))
+        for s in segs:
+            xs += list(s[:, 0]) + [None]
+            ys += list(s[:, 1]) + [None]
+            zs += list(s[:, 2]) + [None]
+    traces = [go.Scatter3d(x=xs, y=ys, z=zs, mode="lines", line=dict(color="royalblue", width=2), name="cameras")]
+    centres = cams[:, :3, 3]
+    traces.append(go.Scatter3d(x=centres[:, 0], y=centres[:, 1], z=centres[:, 2], mode="markers+text",
+                               marker=dict(size=3, color="crimson"), name="centres",
+                               text=list(labels) if labels is not None else None, textfont=dict(size=9)))
+    if points is not None:
+        traces.append(point_cloud_trace(points, point_colors))
+    fig = go.Figure(traces)
+    fig.update_layout(scene=dict(aspectmode="data", xaxis_title="x", yaxis_title="y (up)", zaxis_title="z"),
+                      margin=dict(l=0, r=0, t=30 if title else 0, b=0), title=title, height=500)
+    fig.update_scenes(camera=dict(up=dict(x=0, y=1, z=0)))
+    return fig
+
+
+def point_cloud_trace(points: np.ndarray, colors: np.ndarray | None = None, size: float = 1.5, name: str = "points"):
+    """A plotly Scatter3d trace for (N, 3) points with optional (N, 3) uint8 colours."""
+    import plotly.graph_objects as go
+
+    points = np.asarray(points)
+    color = None if colors is None else [f"rgb({r},{g},{b})" for r, g, b in np.asarray(colors, dtype=np.uint8)]
+    return go.Scatter3d(x=points[:, 0], y=points[:, 1], z=points[:, 2], mode="markers",
+                        marker=dict(size=size, color=color), name=name)
+
+
+def mesh_trace(vertices: np.ndarray, faces: np.ndarray, vertex_colors: np.ndarray | None = None,
+               color: str = "lightgray", name: str = "mesh", opacity: float = 1.0):
+    """A plotly Mesh3d trace for a triangle mesh with optional (V, 3) uint8 vertex colours."""
+    import plotly.graph_objects as go
+
+    v, f = np.asarray(vertices), np.asarray(faces)
+    kwargs = dict(color=color) if vertex_colors is None else dict(
+        vertexcolor=[f"rgb({r},{g},{b})" for r, g, b in np.asarray(vertex_colors, dtype=np.uint8)])
+    return go.Mesh3d(x=v[:, 0], y=v[:, 1], z=v[:, 2], i=f[:, 0], j=f[:, 1], k=f[:, 2], name=name,
+                     opacity=opacity, flatshading=False, **kwargs)
+
+
+def scene_figure(traces: Sequence, title: str | None = None, height: int = 500):
+    """Wrap traces in a Y-up, equal-aspect plotly figure."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure(list(traces))
+    fig.update_layout(scene=dict(aspectmode="data"), margin=dict(l=0, r=0, t=30 if title else 0, b=0),
+                      title=title, height=height)
+    fig.update_scenes(camera=dict(up=dict(x=0, y=1, z=0)))
+    return fig
