@@ -1,0 +1,222 @@
+"""Mesh extraction from any callable field: MISE refinement, marching cubes, semantic colouring, export.
+
+Fields are callables on points, ``f(xyz: (N, 3) tensor) -> (N,) tensor`` of scalar values, "inside"
+where the value exceeds ``threshold`` (occupancy logits, or SOF's foreground score). The grid spans a
+box; lattice index g along an axis maps to ``lo + g * (hi - lo) / R`` for a grid of R cells
+(R + 1 lattice points), so lattice points sit exactly on the box faces.
+
+MISE (multiresolution iso-surface extraction, Occupancy Networks): evaluate a coarse lattice, mark the
+cells whose corners straddle the threshold, subdivide only those, query only the new lattice points,
+and repeat. Unlike the original's to_dense (copying the previous value along x, y, z), points never
+queried are filled by trilinear interpolation from the coarser level; inside a cell whose corners all
+lie on one side that interpolation stays on that side, so it cannot create spurious surfaces.
+
+Marching cubes uses PyMCubes, whose vertices come in lattice-index units with no half-cell offset
+(the original Occupancy Flow subtracted 0.5 for its vendored, modified copy: not needed here).
+"""
+from __future__ import annotations
+
+import os
+from typing import Callable, NamedTuple, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from toolkit.geometry.grids import _bounds, evaluate_field
+from toolkit.io import atomic_write
+
+ScalarField = Callable[[torch.Tensor], torch.Tensor]
+
+
+class Mesh(NamedTuple):
+    vertices: np.ndarray
+    """(V, 3) float world coordinates."""
+    faces: np.ndarray
+    """(F, 3) int64 vertex indices, counter-clockwise seen from outside."""
+    vertex_labels: np.ndarray | None = None
+    """(V,) int class ids (semantic meshes), or None."""
+    vertex_colors: np.ndarray | None = None
+    """(V, 3) uint8 colours, or None."""
+
+
+class GridResult(NamedTuple):
+    values: np.ndarray
+    """(R+1, R+1, R+1) float32 field values on the final lattice (queried or interpolated)."""
+    num_queries: int
+    """Field evaluations spent."""
+    queried: np.ndarray | None
+    """(R+1,)*3 bool, True where the value was queried (None for dense evaluation)."""
+
+
+class MeshResult(NamedTuple):
+    mesh: Mesh
+    grid: GridResult
+
+
+def dense_grid(field: ScalarField, *, bounds: float | Sequence[Sequence[float]] = 0.55, resolution: int = 128,
+               chunk: int = 262144, device=None) -> GridResult:
+    """Evaluate ``field`` on every lattice point of an R^3-cell grid (for comparison with MISE)."""
+    lo, hi = _bounds(bounds)
+    n = resolution + 1
+    values = np.empty((n, n, n), dtype=np.float32)
+    # Slab by slab along x so memory stays bounded at high resolution.
+    ys = torch.linspace(lo[1], hi[1], n, device=device)
+    zs = torch.linspace(lo[2], hi[2], n, device=device)
+    yz = torch.stack(torch.meshgrid(ys, zs, indexing="ij"), -1).reshape(-1, 2)
+    for i, x in enumerate(torch.linspace(lo[0], hi[0], n).tolist()):
+        pts = torch.cat([torch.full_like(yz[:, :1], x), yz], dim=1)
+        values[i] = evaluate_field(field, pts, chunk=chunk).reshape(n, n).float().cpu().numpy()
+    return GridResult(values, n ** 3, None)
+
+
+def mise_grid(field: ScalarField, *, threshold: float = 0.0, bounds: float | Sequence[Sequence[float]] = 0.55,
+              resolution0: int = 32, upsampling_steps: int = 2, chunk: int = 262144, device=None) -> GridResult:
+    """Multiresolution evaluation of ``field``: final grid of ``resolution0 * 2**upsampling_steps`` cells.
+
+    Returns the final lattice values; points not queried are trilinear interpolations of the coarser
+    level (see the module docstring). Memory is a few bytes per final lattice point, never C values
+    per point: 512^3 cells take about 0.7 GB.
+    """
+    lo, hi = _bounds(bounds)
+    lo_t, span = torch.tensor(lo), torch.tensor(hi) - torch.tensor(lo)
+
+    def query(index: torch.Tensor, res: int) -> torch.Tensor:
+        pts = lo_t + index.float() * (span / res)
+        return evaluate_field(field, pts.to(device) if device else pts, chunk=chunk).float().cpu()
+
+    res = resolution0
+    n = res + 1
+    idx = torch.stack(torch.meshgrid(*(torch.arange(n),) * 3, indexing="ij"), -1).reshape(-1, 3)
+    values = query(idx, res).reshape(n, n, n)
+    num_queries = n ** 3
+    queried = torch.ones(n, n, n, dtype=torch.bool)
+    for _ in range(upsampling_steps):
+        # Cells whose 8 corners straddle the threshold.
+        v = values[None, None]
+        cell_max = F.max_pool3d(v, 2, stride=1)[0, 0]
+        cell_min = -F.max_pool3d(-v, 2, stride=1)[0, 0]
+        active = (cell_max >= threshold) & (cell_min <= threshold)
+        # Next level: interpolate everything, then query the lattice points of subdivided active cells.
+        res, n = res * 2, res * 2 + 1
+        values = F.interpolate(values[None, None], size=(n, n, n), mode="trilinear", align_corners=True)[0, 0]
+        sub_active = active.repeat_interleave(2, 0).repeat_interleave(2, 1).repeat_interleave(2, 2)
+        needed = F.max_pool3d(F.pad(sub_active[None, None].float(), (1, 1, 1, 1, 1, 1)), 2, stride=1)[0, 0] > 0
+        known = torch.zeros(n, n, n, dtype=torch.bool)
+        known[::2, ::2, ::2] = queried
+        todo = needed & ~known
+        todo_idx = todo.nonzero()
+        if len(todo_idx):
+            values[todo] = query(todo_idx, res)
+        num_queries += len(todo_idx)
+        queried = known | todo
+        del v, cell_max, cell_min, active, sub_active, needed, known, todo
+    return GridResult(values.numpy(), num_queries, queried.numpy())
+
+
+def marching_cubes(values: np.ndarray, threshold: float = 0.0, *, bounds: float | Sequence[Sequence[float]] = 0.55,
+                   close: bool = True) -> Mesh:
+    """Triangle mesh of the ``threshold`` level set of a lattice (values > threshold are inside).
+
+    Args:
+        values: (Rx+1, Ry+1, Rz+1) lattice values over ``bounds``.
+        close: pad with an outside value so surfaces cut by the box are closed (watertight).
+    """
+    import mcubes
+
+    lo, hi = _bounds(bounds)
+    vol = np.asarray(values, dtype=np.float64)
+    res = np.array(vol.shape) - 1
+    offset = 0
+    if close:
+        vol = np.pad(vol, 1, mode="constant", constant_values=min(threshold - 1e6, vol.min() - 1.0))
+        offset = 1
+    verts, faces = mcubes.marching_cubes(vol, threshold)
+    verts = (verts - offset) * ((np.array(hi) - np.array(lo)) / res) + np.array(lo)
+    # Padding vertices could fall a hair outside the box: clamp them back onto its faces.
+    verts = np.clip(verts, lo, hi)
+    return Mesh(verts.astype(np.float32), faces.astype(np.int64))
+
+
+def extract_mesh(field: ScalarField, *, threshold: float = 0.0, bounds: float | Sequence[Sequence[float]] = 0.55,
+                 resolution0: int = 32, upsampling_steps: int = 2, chunk: int = 262144, device=None) -> MeshResult:
+    """MISE then marching cubes: the ``threshold`` surface of ``field`` (0 refinement steps = dense)."""
+    grid = mise_grid(field, threshold=threshold, bounds=bounds, resolution0=resolution0,
+                     upsampling_steps=upsampling_steps, chunk=chunk, device=device)
+    return MeshResult(marching_cubes(grid.values, threshold, bounds=bounds), grid)
+
+
+def label_vertices(mesh: Mesh, label_field: Callable[[torch.Tensor], torch.Tensor], *, palette: np.ndarray,
+                   inset: float = 0.0, chunk: int = 262144) -> Mesh:
+    """Attach class labels and palette colours to a mesh's vertices.
+
+    Args:
+        label_field: (N, 3) -> (N,) class ids, or (N, C) logits (argmax is taken).
+        palette: (C, 3) uint8 colours.
+        inset: move each vertex this far against its normal before querying, so the label comes from
+            just inside the surface rather than from the boundary itself.
+    """
+    verts = mesh.vertices
+    if inset:
+        import trimesh
+
+        normals = trimesh.Trimesh(mesh.vertices, mesh.faces, process=False).vertex_normals
+        verts = verts - inset * normals
+    out = evaluate_field(label_field, torch.as_tensor(np.asarray(verts, dtype=np.float32)), chunk=chunk)
+    labels = (out.argmax(-1) if out.dim() == 2 else out).long().cpu().numpy()
+    return mesh._replace(vertex_labels=labels, vertex_colors=np.asarray(palette, dtype=np.uint8)[labels])
+
+
+def mesh_stats(mesh: Mesh) -> dict:
+    """Vertex/face counts, area, volume, watertightness and connected components of a mesh."""
+    import trimesh
+
+    tm = trimesh.Trimesh(mesh.vertices, mesh.faces, process=False)
+    return {"vertices": int(len(mesh.vertices)), "faces": int(len(mesh.faces)), "area": float(tm.area),
+            "volume": float(tm.volume) if tm.is_watertight else float("nan"),
+            "watertight": bool(tm.is_watertight), "components": int(len(tm.split(only_watertight=False)))}
+
+
+def save_mesh(path: str | os.PathLike, mesh: Mesh) -> None:
+    """Write a mesh as binary PLY, OBJ or NPZ (by extension), atomically; vertex colours are kept."""
+    import trimesh
+
+    path = os.fspath(path)
+    ext = os.path.splitext(path)[1].lower()
+    if ext == ".npz":
+        arrays = {"vertices": mesh.vertices, "faces": mesh.faces}
+        if mesh.vertex_labels is not None:
+            arrays["vertex_labels"] = mesh.vertex_labels
+        if mesh.vertex_colors is not None:
+            arrays["vertex_colors"] = mesh.vertex_colors
+        with atomic_write(path) as f:
+            np.savez_compressed(f, **arrays)
+        return
+    if ext not in (".ply", ".obj"):
+        raise ValueError(f"{path}: unsupported mesh format {ext!r}; valid: .ply, .obj, .npz")
+    tm = trimesh.Trimesh(mesh.vertices, mesh.faces, vertex_colors=mesh.vertex_colors, process=False)
+    data = tm.export(file_type=ext[1:])
+    with atomic_write(path, "wb") as f:
+        f.write(data if isinstance(data, bytes) else data.encode())
+
+
+def load_mesh(path: str | os.PathLike) -> Mesh:
+    """Read a mesh written by :func:`save_mesh` (or any PLY/OBJ trimesh reads)."""
+    import trimesh
+
+    from toolkit.io import DataError, load_npz
+
+    path = os.fspath(path)
+    if path.endswith(".npz"):
+        d = load_npz(path, required=("vertices", "faces"))
+        return Mesh(d["vertices"], d["faces"].astype(np.int64), d.get("vertex_labels"), d.get("vertex_colors"))
+    if not os.path.isfile(path):
+        raise DataError(path, "file not found")
+    try:
+        tm = trimesh.load(path, process=False, force="mesh")
+    except Exception as exc:
+        raise DataError(path, f"unreadable mesh ({exc})") from exc
+    colors = None
+    if getattr(tm.visual, "kind", None) == "vertex":
+        colors = np.asarray(tm.visual.vertex_colors)[:, :3]
+    return Mesh(np.asarray(tm.vertices, dtype=np.float32), np.asarray(tm.faces, dtype=np.int64), None, colors)
