@@ -35,7 +35,7 @@ def _synth(args) -> int:
 def _convert(args) -> int:
     from toolkit.sof.data import convert_celebamask
 
-    written = convert_celebamask(args.masks_dir, args.out, size=args.size)
+    written = convert_celebamask(args.masks_dir, args.out, size=args.size, projection=args.projection)
     print(f"wrote {len(written)} single-view instances to {args.out}")
     return 0
 
@@ -133,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     cc.add_argument("masks_dir", type=Path)
     cc.add_argument("out", type=Path)
     cc.add_argument("--size", type=int, default=128, help="stored label-map size (nearest resampling)")
+    cc.add_argument("--projection", choices=["ortho", "perspective"], default="ortho",
+                    help="camera model of the default frontal camera")
     cc.set_defaults(func=_convert)
 
     o = sub.add_parser("occupancy", help="derive occupancy labels (points_seq) from a scan's pcl_seq")

@@ -3,27 +3,14 @@ from __future__ import annotations
 
 import io
 import os
-import re
 from pathlib import Path
 
 import numpy as np
 
 from toolkit.io import read_label_png
+from toolkit.sof.data import load_exclusions, save_exclusions, view_files as instance_views
 from toolkit.labels import colorize
 from toolkit.viz import has_widget_frontend
-
-_VIEW_RE = re.compile(r"^seg_(\d+)\.png$")
-
-
-def instance_views(folder: str | os.PathLike) -> dict[int, Path]:
-    """View id -> label-map path of one SOF instance folder."""
-    out = {}
-    for p in sorted(Path(folder).iterdir()):
-        m = _VIEW_RE.match(p.name)
-        if m:
-            out[int(m.group(1))] = p
-    return out
-
 
 def curation_widget(root: str | os.PathLike, *, thumb_size: int = 96, max_static_instances: int = 4):
     """Review views instance by instance and exclude bad ones WITHOUT deleting files.
@@ -35,8 +22,6 @@ def curation_widget(root: str | os.PathLike, *, thumb_size: int = 96, max_static
     Returns the widget, or (headless) a static figure showing the first instances with excluded views
     crossed out.
     """
-    from toolkit.sof.data import load_exclusions, save_exclusions
-
     root = Path(root)
     instances = sorted(p for p in root.iterdir() if p.is_dir() and instance_views(p))
     if not instances:
@@ -69,7 +54,7 @@ def curation_widget(root: str | os.PathLike, *, thumb_size: int = 96, max_static
         exclusions = load_exclusions(root)
         views = set(exclusions.get(name, set()))
         views.discard(view_id) if keep else views.add(view_id)
-        exclusions[name] = views
+        exclusions[name] = sorted(views)
         save_exclusions(root, {k: v for k, v in exclusions.items() if v})
 
     prev_btn.on_click(lambda _: show(state["index"] - 1))
