@@ -14,8 +14,19 @@ from toolkit.sof.data import (
     save_exclusions,
     validate_dataset,
 )
+from toolkit.sof.losses import LossWeights, SOFLosses, sof_losses
+from toolkit.sof.model import (
+    MODEL_PRESETS,
+    PhiWeights,
+    RenderResult,
+    SOFModel,
+    SOFModelConfig,
+    load_original_state_dict,
+    model_config,
+)
 
 __all__ = [
     "SofDataset", "Split", "convert_celebamask", "load_exclusions", "make_split", "read_dataset",
-    "save_exclusions", "validate_dataset",
+    "save_exclusions", "validate_dataset", "LossWeights", "SOFLosses", "sof_losses", "MODEL_PRESETS", "PhiWeights",
+    "RenderResult", "SOFModel", "SOFModelConfig", "load_original_state_dict", "model_config",
 ]
