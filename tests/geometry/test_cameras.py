@@ -138,3 +138,13 @@ def test_unknown_names_list_valid_keys():
         C.camera_path("zigzag")
     with pytest.raises(ValueError, match="ortho"):
         C.generate_rays(torch.eye(4)[None], torch.eye(3)[None], torch.zeros(1, 2), "fisheye")
+
+
+def test_look_at_torch_matches_numpy_and_is_differentiable():
+    eyes = C.orbit_position([3.0, 4.5], [0.3, -0.7], [0.2, -0.1])
+    expected = torch.tensor(C.look_at(eyes), dtype=torch.float64)
+    eye_t = torch.tensor(eyes, requires_grad=True)
+    got = C.look_at_torch(eye_t)
+    assert_close(got, expected)
+    got[..., :3, 3].sum().backward()
+    assert_close(eye_t.grad, torch.ones_like(eye_t))

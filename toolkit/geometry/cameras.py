@@ -279,3 +279,21 @@ def camera_path(name: str, **kwargs) -> np.ndarray:
 
 def _normalize_np(v: np.ndarray) -> np.ndarray:
     return v / np.linalg.norm(v, axis=-1, keepdims=True)
+
+
+def look_at_torch(eye: torch.Tensor, target: torch.Tensor | Sequence[float] = DEFAULT_TARGET,
+                  up: Sequence[float] = (0.0, 1.0, 0.0)) -> torch.Tensor:
+    """Differentiable :func:`look_at`: (..., 3) camera centres -> (..., 4, 4) OpenCV cam2world.
+
+    The axes are stored as COLUMNS (right, down, forward), like the NumPy version. The original's torch
+    look-at for ``--opt_cam`` stacked them as rows (its transpose), which agrees only for the frontal
+    camera (sof.md 1.2).
+    """
+    target = torch.as_tensor(target, dtype=eye.dtype, device=eye.device).expand_as(eye)
+    up_t = torch.as_tensor(up, dtype=eye.dtype, device=eye.device).expand_as(eye)
+    forward = torch.nn.functional.normalize(target - eye, dim=-1)
+    right = torch.nn.functional.normalize(torch.linalg.cross(forward, up_t, dim=-1), dim=-1)
+    down = torch.linalg.cross(forward, right, dim=-1)
+    top = torch.stack([right, down, forward, eye], dim=-1)  # (..., 3, 4): columns
+    bottom = torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=eye.dtype, device=eye.device).expand(*eye.shape[:-1], 1, 4)
+    return torch.cat([top, bottom], dim=-2)

@@ -1,0 +1,137 @@
+"""SOF training on tiny synthetic portraits: learning, exact resume, stage 2, checkpoints, CLI."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from toolkit.io import DataError
+from toolkit.sof.train import (SofTrainConfig, evaluate_checkpoint, evaluate_views, export_checkpoint, fit_codes,
+                               load_sof, train_from_config, train_multiview)
+from toolkit.synthetic.heads import write_portrait_dataset
+
+TINY_MODEL = {"latent_dim": 16, "phi_width": 32, "marcher_width": 32, "steps": 6}
+
+
+@pytest.fixture(scope="module")
+def portraits(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sof") / "portraits"
+    write_portrait_dataset(root, instances=2, views=6, size=32, seed=3)
+    return root
+
+
+def _config(root, out, **kw):
+    base = dict(data_root=str(root), model_overrides=TINY_MODEL, image_size=32, num_rays=256, batch_size=4,
+                lr=2e-3, max_steps=60, log_every=10, val_every=60, ckpt_every=30, val_views_per_instance=1,
+                val_image_size=32, out_dir=str(out), seed=0)
+    base.update(kw)
+    return SofTrainConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def trained(portraits, tmp_path_factory):
+    torch.manual_seed(0)
+    cfg = _config(portraits, tmp_path_factory.mktemp("run"))
+    result = train_multiview(cfg, progress=False)
+    return cfg, result
+
+
+def test_training_lowers_the_loss_and_raises_held_out_miou(trained, portraits):
+    cfg, result = trained
+    train = [r for r in result.history if r["split"] == "train"]
+    assert train[-1]["ce"] < 0.7 * train[0]["ce"]
+    untrained = _config(portraits, cfg.out_dir + "_untrained", max_steps=0)
+    from toolkit.sof.model import SOFModel, model_config
+
+    fresh = SOFModel(model_config("small", num_instances=2, **TINY_MODEL))
+    before = evaluate_views(fresh, portraits, result.split.val, 32, instances=result.split.instances)
+    after = evaluate_views(result.model, portraits, result.split.val, 32, instances=result.split.instances)
+    assert after.dataset_miou > before.dataset_miou + 0.1, (before.dataset_miou, after.dataset_miou)
+    val = [r for r in result.history if r["split"] == "val"]
+    assert val and val[-1]["miou"] == pytest.approx(after.dataset_miou, abs=1e-6)
+    assert untrained.max_steps == 0
+
+
+def test_held_out_views_are_not_trained_on(trained):
+    _, result = trained
+    assert not set(result.split.train) & set(result.split.val)
+    assert {n for n, _ in result.split.val} <= set(result.split.instances)
+
+
+def test_exact_resume_equals_uninterrupted_run(portraits, tmp_path):
+    full = train_multiview(_config(portraits, tmp_path / "full", max_steps=12, val_every=0, ckpt_every=6),
+                           progress=False)
+    part_cfg = _config(portraits, tmp_path / "part", max_steps=12, val_every=0, ckpt_every=6)
+    # "Interrupted" after 6 steps (a checkpoint is left), then resumed to 12 by a fresh call.
+    train_multiview(part_cfg, progress=False, resume=False, stop_at=6)
+    torch.manual_seed(1234)  # global RNG state must not matter
+    resumed = train_multiview(part_cfg, progress=False, resume=True)
+    for (k, a), (_, b) in zip(full.model.state_dict().items(), resumed.model.state_dict().items()):
+        assert torch.equal(a, b), k
+    losses = lambda h: [r["loss"] for r in h if r["split"] == "train"]
+    assert losses(full.history) == losses(resumed.history)
+
+
+def test_checkpoint_round_trip_and_export(trained, tmp_path):
+    cfg, result = trained
+    loaded = load_sof(result.checkpoint)
+    assert loaded.meta["system"] == "sof" and loaded.meta["label_set"] == "sof20"
+    assert loaded.meta["camera"]["projection"] == "ortho"
+    for (k, a), (_, b) in zip(result.model.state_dict().items(), loaded.model.state_dict().items()):
+        torch.testing.assert_close(a, b, msg=k)
+    slim = export_checkpoint(result.run_dir, tmp_path / "slim.pt")
+    assert slim.stat().st_size < result.checkpoint.stat().st_size  # no optimizer state
+    again = load_sof(slim)
+    torch.testing.assert_close(again.model.latent_codes.weight, loaded.model.latent_codes.weight)
+
+
+def test_wrong_checkpoints_give_clear_errors(trained, tmp_path):
+    _, result = trained
+    ck = torch.load(result.checkpoint, weights_only=True)
+    ck["meta"]["model_config"]["num_classes"] = 19
+    torch.save(ck, tmp_path / "labels.pt")
+    with pytest.raises(DataError, match="does not fit"):
+        load_sof(tmp_path / "labels.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(DataError, match="junk.pt"):
+        load_sof(tmp_path / "junk.pt")
+
+
+def test_stage2_fits_codes_and_leaves_networks_untouched(trained, portraits, tmp_path):
+    cfg, result = trained
+    new = tmp_path / "new"
+    write_portrait_dataset(new, instances=2, views=3, size=32, seed=11)
+    s2 = _config(new, tmp_path / "s2", stage="inverse", checkpoint=str(result.checkpoint), max_steps=20,
+                 val_every=20, lr=1e-2, optimize_camera=True)
+    fitted = fit_codes(s2, progress=False)
+    base = load_sof(result.checkpoint).model.state_dict()
+    for k, v in fitted.model.state_dict().items():
+        if k.startswith("latent_codes"):
+            assert v.shape == (2, TINY_MODEL["latent_dim"])
+        else:
+            assert torch.equal(v, base[k]), f"{k} changed in stage 2"
+    assert fitted.split.train == [(n, 0) for n in fitted.split.instances]
+    assert any(r["split"] == "val" for r in fitted.history)
+    ck = torch.load(fitted.checkpoint, weights_only=True)
+    moved = ck["model"]["camera_positions"]
+    assert moved.shape == (2, 3)
+
+
+def test_cli_train_and_eval(portraits, tmp_path, capsys):
+    from toolkit.cli import main
+
+    out = tmp_path / "cli_run"
+    assert main(["train", "sof", "--config", "quick", "--set", f"data_root={portraits}", "--set", f"out_dir={out}",
+                 "--set", "max_steps=4", "--set", "image_size=32"]) == 0
+    assert main(["eval", "sof", str(out), str(portraits), "--json", str(tmp_path / "m.json")]) == 0
+    res = json.loads((tmp_path / "m.json").read_text())
+    assert 0.0 <= res["dataset_miou"] <= 1.0 and res["views"] > 0 and "skin" in res["per_class_iou"]
+
+
+def test_unknown_config_keys_are_rejected(tmp_path):
+    with pytest.raises(ValueError, match="valid"):
+        train_from_config("quick", ["learning_rate=0.1"])
+    with pytest.raises(ValueError, match="packaged"):
+        train_from_config("nonexistent_preset")

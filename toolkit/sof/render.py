@@ -1,0 +1,346 @@
+"""Rendering with a SOF model: label maps along camera paths, field slices, volumes, animations.
+
+Everything here goes through the model's field API (``render``, ``field``, ``slice_logits``), and the
+slicing helpers accept any callable field on points, so the synthetic ground truth is sliced the same way.
+A learned field with one code bound to it is :func:`bind_code` (its phi weights computed once); the
+synthetic ground truth is ``SyntheticHead.logits``. Both map (N, 3) world points to (N, C) logits.
+
+Conventions: OpenCV cameras (x right, y down, z forward), Y-up world, camera paths from
+:mod:`toolkit.geometry.cameras` orbiting (0, 0.1, 0). Depths are camera-space z. Dimension letters:
+S codes (samples), V views, H x W pixels, C classes, L code length.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from toolkit.geometry.cameras import check_projection, default_intrinsics, lift, pixel_grid, scale_intrinsics
+from toolkit.geometry.grids import evaluate_field, plane_points
+
+LogitField = Callable[[torch.Tensor], torch.Tensor]
+"""A semantic field: (N, 3) world points -> (N, C) class logits."""
+
+
+def render_label_maps(model, codes: torch.Tensor, cam2world: np.ndarray | torch.Tensor, K: np.ndarray | torch.Tensor,
+                      size: int, *, batch: int = 8, chunk: int = 16384, return_depth: bool = False):
+    """Render label maps of codes seen from cameras.
+
+    Args:
+        model: a :class:`toolkit.sof.SOFModel`.
+        codes: (B, L) latent codes, or (L,) for one code shared by every camera.
+        cam2world: (V, 4, 4) cameras; with B codes and V cameras, either B == V (paired), B == 1 or V == 1.
+        K: (3, 3) or (V, 3, 3) intrinsics in pixels of a ``size`` x ``size`` image.
+        size: output side in pixels.
+    Returns:
+        (N, size, size) uint8 class ids (N = max(B, V)); with ``return_depth`` also (N, size, size) depths.
+    """
+    device = next(model.parameters()).device
+    codes = torch.as_tensor(codes, dtype=torch.float32, device=device)
+    codes = codes[None] if codes.dim() == 1 else codes
+    cams = torch.as_tensor(np.asarray(cam2world), dtype=torch.float32, device=device).reshape(-1, 4, 4)
+    Ks = torch.as_tensor(np.asarray(K), dtype=torch.float32, device=device).reshape(-1, 3, 3)
+    n = max(len(codes), len(cams))
+    if len(codes) not in (1, n) or len(cams) not in (1, n):
+        raise ValueError(f"render_label_maps: {len(codes)} codes and {len(cams)} cameras cannot be paired")
+    codes, cams, Ks = codes.expand(n, -1), cams.expand(n, -1, -1), Ks.expand(n, -1, -1)
+    labels, depths = [], []
+    was_training = model.training
+    model.eval()
+    try:
+        for i in range(0, n, batch):
+            out = model.render(codes[i:i + batch], cams[i:i + batch], Ks[i:i + batch], size, size, chunk=chunk)
+            labels.append(out.logits.argmax(-1).to(torch.uint8).cpu())
+            depths.append(out.depth.cpu())
+    finally:
+        model.train(was_training)
+    labels = torch.cat(labels).numpy()
+    return (labels, torch.cat(depths).numpy()) if return_depth else labels
+
+
+def intrinsics_for_size(K: np.ndarray, stored_size: int, size: int, pixel_center: float = 0.0) -> np.ndarray:
+    """Rescale pixel intrinsics of a ``stored_size`` image to ``size`` (the data loader's convention)."""
+    return scale_intrinsics(K, size / stored_size, size / stored_size, pixel_center=pixel_center)
+
+
+class SliceResult(NamedTuple):
+    labels: np.ndarray
+    """(R, R) argmax class ids."""
+    probabilities: np.ndarray
+    """(R, R, C) softmax probabilities."""
+    points: np.ndarray
+    """(R, R, 3) world points of the slice."""
+
+
+def slice_field(field: Callable[[torch.Tensor], torch.Tensor], axis: str, offset: float, *,
+                bounds: float | Sequence[Sequence[float]] = 1.5, resolution: int = 128,
+                chunk: int = 65536) -> SliceResult:
+    """Class logits of any field on a world-axis-aligned plane (see :func:`toolkit.geometry.grids.plane_points`)."""
+    pts = plane_points(axis, offset, bounds, resolution)
+    logits = evaluate_field(field, pts, chunk=chunk).float()
+    probs = torch.softmax(logits, dim=-1)
+    return SliceResult(probs.argmax(-1).numpy().astype(np.uint8), probs.numpy(), pts.numpy())
+
+
+def camera_slice(model, code: torch.Tensor, cam2world: np.ndarray, K: np.ndarray, size: int,
+                 depth: float, *, weights=None) -> SliceResult:
+    """The original's slice: the classifier on the camera-parallel plane at camera depth ``depth``.
+
+    Args:
+        model: a :class:`toolkit.sof.SOFModel`.
+        code: (L,) latent code (ignored when ``weights`` is given).
+        cam2world: (4, 4) camera; K: (3, 3) intrinsics in pixels of a ``size`` x ``size`` image.
+        depth: camera-space depth of the plane.
+        weights: precomputed ``model.phi_weights(code[None])``, so repeated slices (a slider) skip the
+            hypernetwork.
+    """
+    device = next(model.parameters()).device
+    cam = torch.as_tensor(np.asarray(cam2world), dtype=torch.float32, device=device).reshape(1, 4, 4)
+    Kt = torch.as_tensor(np.asarray(K), dtype=torch.float32, device=device).reshape(1, 3, 3)
+    uv = pixel_grid(size, size, device=device)[None]
+    z = None if weights is not None else torch.as_tensor(code, dtype=torch.float32, device=device).reshape(1, -1)
+    with torch.no_grad():
+        logits = model.slice_logits(z, cam, Kt, uv, depth, weights=weights)[0]
+    pts = lift(uv, depth, cam, Kt, model.config.projection)[0]
+    probs = torch.softmax(logits.float(), -1).reshape(size, size, -1)
+    return SliceResult(probs.argmax(-1).cpu().numpy().astype(np.uint8), probs.cpu().numpy(),
+                       pts.reshape(size, size, 3).cpu().numpy())
+
+
+def save_label_sequence(labels: np.ndarray, folder: str | os.PathLike, *, palette: np.ndarray | None = None,
+                        prefix: str = "") -> list[Path]:
+    """Write (T, H, W) label maps as raw-id PNGs ``{prefix}%04d.png`` (and colour PNGs with a palette)."""
+    from toolkit.io import write_label_png, write_rgb_png
+
+    folder = Path(folder)
+    paths = []
+    for t, lab in enumerate(np.asarray(labels)):
+        path = folder / f"{prefix}{t:04d}.png"
+        write_label_png(path, lab)
+        if palette is not None:
+            write_rgb_png(folder / f"{prefix}{t:04d}_vis.png", np.asarray(palette)[lab])
+        paths.append(path)
+    return paths
+
+
+def save_animation(frames: np.ndarray, path: str | os.PathLike, *, fps: int = 12) -> Path:
+    """Write (T, H, W, 3) uint8 frames as an animated GIF (or MP4 when imageio-ffmpeg is installed)."""
+    import imageio.v3 as iio
+
+    from toolkit.io import atomic_write
+
+    path = Path(path)
+    frames = np.asarray(frames, dtype=np.uint8)
+    ext = path.suffix.lower()
+    if ext not in (".gif", ".mp4"):
+        raise ValueError(f"{path}: unsupported animation format {ext!r}; valid: .gif, .mp4")
+    with atomic_write(path) as f:
+        if ext == ".gif":
+            iio.imwrite(f, frames, extension=".gif", duration=1000 / fps, loop=0)
+        else:
+            iio.imwrite(f, frames, extension=".mp4", fps=fps)
+    return path
+
+
+# ----------------------------------------------------------------------------------------------------
+# Fields with a bound code, views of many codes, camera paths
+# ----------------------------------------------------------------------------------------------------
+
+class BoundField:
+    """A learned SOF field with one latent code bound to it: ``field(xyz (N, 3)) -> (N, C) logits``.
+
+    The phi weights are generated once, so repeated queries (sliders, MISE levels, 3D mIoU chunks)
+    skip the hypernetwork. Use :func:`bind_code` to build one.
+    """
+
+    def __init__(self, model, code: torch.Tensor, *, chunk: int = 16384):
+        self.model = model
+        device = next(model.parameters()).device
+        self.code = torch.as_tensor(code, dtype=torch.float32, device=device).reshape(1, -1).detach()
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                self.weights = model.phi_weights(self.code)
+        finally:
+            model.train(was_training)
+        self.chunk = chunk
+        self.num_classes = model.config.num_classes
+        self.projection = model.config.projection
+
+    @torch.no_grad()
+    def __call__(self, xyz: torch.Tensor) -> torch.Tensor:
+        xyz = torch.as_tensor(xyz)
+        return self.model.field(None, xyz.reshape(1, -1, 3), weights=self.weights, chunk=self.chunk)[0]
+
+    def __repr__(self) -> str:
+        return f"BoundField(L={self.code.shape[1]}, C={self.num_classes}, projection={self.projection!r})"
+
+
+def bind_code(model, code: torch.Tensor | np.ndarray, *, chunk: int = 16384) -> BoundField:
+    """The semantic field of one code: a callable (N, 3) world points -> (N, C) logits.
+
+    Args:
+        model: a :class:`toolkit.sof.SOFModel`.
+        code: (L,) or (1, L) latent code (a training code ``model.embedding(i)[0]``, a GMM sample, ...).
+        chunk: points evaluated at once.
+    """
+    code_t = torch.as_tensor(np.asarray(code.detach().cpu() if isinstance(code, torch.Tensor) else code))
+    if code_t.numel() != model.config.latent_dim:
+        raise ValueError(f"bind_code: expected one code of length {model.config.latent_dim}; "
+                         f"got shape {tuple(code_t.shape)}")
+    return BoundField(model, code_t, chunk=chunk)
+
+
+def render_views(model, codes: torch.Tensor | np.ndarray, cam2world: np.ndarray, K: np.ndarray, size: int, *,
+                 batch: int = 8, chunk: int = 16384) -> np.ndarray:
+    """Every code seen from every camera (all pairs, unlike :func:`render_label_maps`).
+
+    Args:
+        codes: (S, L) latent codes.
+        cam2world: (V, 4, 4) cameras (e.g. a camera path).
+        K: (3, 3) intrinsics of a ``size`` x ``size`` image.
+    Returns:
+        (S, V, size, size) uint8 class ids.
+    """
+    codes = torch.as_tensor(np.asarray(codes.detach().cpu() if isinstance(codes, torch.Tensor) else codes),
+                            dtype=torch.float32).reshape(-1, model.config.latent_dim)
+    cams = np.asarray(cam2world).reshape(-1, 4, 4)
+    return np.stack([render_label_maps(model, z, cams, K, size, batch=batch, chunk=chunk) for z in codes])
+
+
+def orbit_radius(projection: str) -> float:
+    """Camera distance from the target of the synthetic portraits' cameras for a projection."""
+    from toolkit.synthetic.heads import CAMERA_SETUPS
+
+    radius = CAMERA_SETUPS[check_projection(projection)]["radius"]
+    return float(radius) if np.isscalar(radius) else float(np.mean(radius))
+
+
+def path_cameras(name: str, *, projection: str = "ortho", **kwargs) -> np.ndarray:
+    """A named camera path (:data:`toolkit.geometry.cameras.CAMERA_PATHS`: "spiral", "turntable", "sphere",
+    "yaw_sweep") at the orbit radius of ``projection`` unless ``radius`` is given: (V, 4, 4)."""
+    from toolkit.geometry.cameras import camera_path
+
+    kwargs.setdefault("radius", orbit_radius(projection))
+    return camera_path(name, **kwargs)
+
+
+def view_intrinsics(size: int, projection: str = "ortho") -> np.ndarray:
+    """(3, 3) intrinsics of a ``size`` x ``size`` render that frames the portraits as the training data."""
+    return default_intrinsics(size, projection)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Camera-parallel slices of any field
+# ----------------------------------------------------------------------------------------------------
+
+def camera_plane_points(cam2world: np.ndarray, K: np.ndarray, size: int, depth: float, *,
+                        projection: str = "ortho") -> torch.Tensor:
+    """(size, size, 3) world points of the camera-parallel plane at camera depth ``depth``, one per pixel."""
+    cam = torch.as_tensor(np.asarray(cam2world), dtype=torch.float32).reshape(1, 4, 4)
+    Kt = torch.as_tensor(np.asarray(K), dtype=torch.float32).reshape(1, 3, 3)
+    uv = pixel_grid(size, size)[None]
+    return lift(uv, depth, cam, Kt, projection)[0].reshape(size, size, 3)
+
+
+def slice_camera_plane(field: LogitField, cam2world: np.ndarray, K: np.ndarray, size: int, depth: float, *,
+                       projection: str = "ortho", chunk: int = 65536) -> SliceResult:
+    """Class logits of any field on the camera-parallel plane at camera depth ``depth``.
+
+    A :class:`BoundField` goes through :func:`camera_slice` (``model.slice_logits`` with its cached phi
+    weights, the original's slice); any other callable (e.g. ``SyntheticHead.logits``) is evaluated on the
+    same plane points.
+    """
+    if isinstance(field, BoundField):
+        if field.projection != projection:
+            raise ValueError(f"slice_camera_plane: projection={projection!r} but the model is {field.projection!r}")
+        return camera_slice(field.model, field.code[0], cam2world, K, size, depth, weights=field.weights)
+    pts = camera_plane_points(cam2world, K, size, depth, projection=projection)
+    logits = evaluate_field(field, pts, chunk=chunk).float().cpu()
+    probs = torch.softmax(logits, dim=-1)
+    return SliceResult(probs.argmax(-1).numpy().astype(np.uint8), probs.numpy(), pts.numpy())
+
+
+# ----------------------------------------------------------------------------------------------------
+# Clean-up and animations
+# ----------------------------------------------------------------------------------------------------
+
+def clean_small_regions(labels: np.ndarray, min_area: int, *, connectivity: int = 1,
+                        max_passes: int = 20) -> np.ndarray:
+    """Give every connected region smaller than ``min_area`` pixels the majority label of its border.
+
+    The original's Test_MV_Inference cleaned renders with ``skimage.morphology.area_closing(area_threshold=
+    6000)``, a grey-level closing that treats class ids as intensities (it can only raise ids, and which
+    class wins depends on the numbering). Here each small region takes the most frequent label among the
+    pixels bordering it; regions are handled smallest first, and passes repeat until nothing changes
+    (each relabel merges a region into a neighbour, so this terminates).
+
+    Args:
+        labels: (H, W) or (T, H, W) integer class ids.
+        min_area: regions with fewer pixels are relabelled (<= 1 returns a copy unchanged).
+        connectivity: 1 (4-neighbourhood) or 2 (8-neighbourhood), for regions and their borders.
+    Returns:
+        Cleaned labels, same shape and dtype.
+    """
+    from scipy import ndimage
+
+    labels = np.asarray(labels)
+    if labels.ndim == 3:
+        return np.stack([clean_small_regions(m, min_area, connectivity=connectivity, max_passes=max_passes)
+                         for m in labels]) if len(labels) else labels.copy()
+    if labels.ndim != 2:
+        raise ValueError(f"labels must be (H, W) or (T, H, W); got shape {labels.shape}")
+    if connectivity not in (1, 2):
+        raise ValueError(f"connectivity must be 1 or 2; got {connectivity}")
+    out = labels.copy()
+    if min_area <= 1 or out.size == 0:
+        return out
+    structure = ndimage.generate_binary_structure(2, connectivity)
+    for _ in range(max_passes):
+        small = []  # (area, mask slice, region mask within the slice)
+        for c in np.unique(out):
+            comp, n = ndimage.label(out == c, structure)
+            if n == 0:
+                continue
+            areas = np.bincount(comp.ravel())
+            for k, sl in enumerate(ndimage.find_objects(comp), start=1):
+                if areas[k] < min_area:
+                    # Grow the box by one pixel so the border is inside it.
+                    box = tuple(slice(max(s.start - 1, 0), s.stop + 1) for s in sl)
+                    small.append((int(areas[k]), box, comp[box] == k))
+        if not small:
+            break
+        small.sort(key=lambda item: item[0])
+        touched = np.zeros(out.shape, dtype=bool)
+        changed = False
+        for _, box, region in small:
+            border = ndimage.binary_dilation(region, structure) & ~region
+            if not border.any() or touched[box][border | region].any():
+                continue  # whole image, or a neighbour changed this pass: its size is stale, retry next pass
+            votes = np.bincount(out[box][border].astype(np.int64).ravel())
+            out[box][region] = votes.argmax()
+            touched[box][region] = True
+            changed = True
+        if not changed:
+            break
+    return out
+
+
+def save_label_animation(labels: np.ndarray, path: str | os.PathLike, *, fps: int = 12, scale: int = 1,
+                         label_set: str = "sof20") -> Path:
+    """Colour (T, H, W) label maps with the class palette and write them as an animation.
+
+    Args:
+        scale: integer nearest-neighbour upscaling of every frame (small renders stay crisp).
+    """
+    from toolkit.labels import colorize
+
+    frames = colorize(np.asarray(labels), label_set)
+    if scale > 1:
+        frames = frames.repeat(scale, axis=1).repeat(scale, axis=2)
+    return save_animation(frames, path, fps=fps)

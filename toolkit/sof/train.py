@@ -1,0 +1,532 @@
+"""SOF training: stage 1 (multi-view), stage 2 (inverse rendering of single views), evaluation.
+
+Stage 1 trains the networks and one latent code per portrait together on calibrated multi-view label
+maps (sof.md 2.1-2.3): cross-entropy x200, negative-depth penalty x1e-3, latent L2 x1, random ray subsets.
+Stage 2 freezes the networks and fits fresh codes (and optionally the cameras) to new label maps, e.g. a
+single frontal view per portrait (sof.md 2.6). Both run on :class:`toolkit.training.Trainer`.
+
+Differences from the original, on purpose: views are keyed by id and the validation views are held out
+from training (the original's independent shuffles overlapped them, sof.md 7.1 items 1-2); the camera
+look-at is the correct (column) one; mIoU comes from :mod:`toolkit.metrics` (one definition).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from toolkit.config import from_dict, load_config_dict
+from toolkit.geometry.cameras import look_at_torch
+from toolkit.io import DataError
+from toolkit.metrics import MIoUAccumulator, MIoUResult
+from toolkit.sof.data import SofDataset, Split, make_split, read_dataset, resize_labels_nearest
+from toolkit.sof.losses import LossWeights, sof_losses
+from toolkit.sof.model import SOFModel, SOFModelConfig, load_original_state_dict, model_config
+from toolkit.sof.render import intrinsics_for_size
+from toolkit.training import Callback, Trainer, TrainerConfig, load_checkpoint
+
+STAGES = ("multiview", "inverse")
+
+
+@dataclass
+class SofTrainConfig:
+    """Everything a SOF training run needs; stored in its checkpoints."""
+
+    data_root: str = ""
+    """SOF dataset folder."""
+    stage: str = "multiview"
+    """"multiview" (stage 1: networks + codes) or "inverse" (stage 2: codes of new portraits, frozen networks)."""
+    synthetic: dict | None = None
+    """If set and ``data_root`` does not exist, generate synthetic portraits there first
+    (keys of :func:`toolkit.synthetic.heads.write_portrait_dataset`: instances, views, size, seed, projection)."""
+    model_preset: str = "small"
+    """Size preset of :data:`toolkit.sof.model.MODEL_PRESETS`."""
+    model_overrides: dict = field(default_factory=dict)
+    """Fields of :class:`SOFModelConfig` replacing the preset's (e.g. latent_dim)."""
+    image_size: int = 64
+    """Training resolution of the label maps (nearest-resized; intrinsics rescaled)."""
+    num_rays: int | None = 1024
+    """Random rays per image and step; None trains on full images (the original)."""
+    batch_size: int = 8
+    """Images per step (the original: 8)."""
+    lr: float = 5e-5
+    """Adam learning rate (the original: 5e-5)."""
+    max_steps: int = 1000
+    log_every: int = 50
+    val_every: int = 500
+    ckpt_every: int = 500
+    loss: dict = field(default_factory=dict)
+    """Loss weights (fields of :class:`toolkit.sof.losses.LossWeights`); defaults are the original's."""
+    val_views_per_instance: int = 2
+    """Stage 1: views per portrait held out for validation."""
+    val_image_size: int = 64
+    """Resolution of the validation renders."""
+    val_max_views: int = 32
+    """Validate on at most this many held-out views (a fixed subset) to keep validation cheap."""
+    seed: int = 0
+    out_dir: str = "data/runs/sof"
+    """Run folder (checkpoints, split.json)."""
+    device: str = "auto"
+    amp: str = "off"
+    """"bf16" autocast on CUDA."""
+    checkpoint: str = ""
+    """Stage 2: the stage-1 checkpoint whose networks are used."""
+    fit_views: list | None = None
+    """Stage 2: view ids fitted per portrait (default [0], the frontal view); the others are evaluated."""
+    optimize_camera: bool = False
+    """Stage 2: also fit each portrait's camera position (look-at toward the closest point of its optical
+    axis to the origin), as the original's --opt_cam, with a correct look-at."""
+    camera_lr: float = 1e-3
+    unfreeze_at: int | None = None
+    """Stage 2: unfreeze the networks at this step (the original's steps_til_reset); None keeps them frozen."""
+
+    def __post_init__(self):
+        if self.stage not in STAGES:
+            raise ValueError(f"unknown stage {self.stage!r}; valid: {list(STAGES)}")
+        if self.stage == "inverse" and not self.checkpoint:
+            raise ValueError("stage 'inverse' needs `checkpoint` (a stage-1 checkpoint)")
+
+
+class SofTrainable(nn.Module):
+    """A SOF model plus optional per-portrait camera positions; ``forward(batch)`` is one training pass."""
+
+    def __init__(self, sof: SOFModel, camera_positions: torch.Tensor | None = None,
+                 camera_targets: torch.Tensor | None = None):
+        super().__init__()
+        self.sof = sof
+        self.camera_positions = None if camera_positions is None else nn.Parameter(camera_positions.float())
+        self.register_buffer("camera_targets", None if camera_targets is None else camera_targets.float())
+
+    def cameras(self, instance_idx: torch.Tensor, cam2world: torch.Tensor) -> torch.Tensor:
+        if self.camera_positions is None:
+            return cam2world
+        return look_at_torch(self.camera_positions[instance_idx], self.camera_targets[instance_idx])
+
+    def forward(self, batch: dict[str, torch.Tensor]):
+        z = self.sof.embedding(batch["instance_idx"])
+        cam2world = self.cameras(batch["instance_idx"], batch["cam2world"])
+        out = self.sof(z, cam2world, batch["intrinsics"], batch["uv"])
+        return out, z
+
+
+class TrainResult(NamedTuple):
+    model: SOFModel
+    history: list[dict]
+    run_dir: Path
+    checkpoint: Path | None
+    split: Split
+
+
+class LoadedSof(NamedTuple):
+    model: SOFModel
+    meta: dict
+    camera_positions: torch.Tensor | None
+
+
+# --------------------------------------------------------------------------------------------------
+# Stage 1
+# --------------------------------------------------------------------------------------------------
+
+def train_multiview(config: SofTrainConfig, *, callbacks: Sequence[Callback] = (), resume: bool = True,
+                    progress: bool = True, stop_at: int | None = None) -> TrainResult:
+    """Stage 1: train networks and codes on multi-view label maps; held-out views validate (mIoU).
+
+    Args:
+        config: the run's settings.
+        callbacks: trainer callbacks, e.g. :class:`toolkit.training.LivePlot` in a notebook.
+        resume: continue from the latest checkpoint in ``config.out_dir`` if there is one.
+        stop_at: stop after this step (a later call with ``resume=True`` continues exactly).
+    """
+    root = _ensure_data(config)
+    run_dir = _resolve(config.out_dir)
+    split_path = run_dir / "split.json"
+    split = Split.load(split_path) if resume and split_path.exists() else make_split(
+        root, val_views_per_instance=config.val_views_per_instance, seed=config.seed)
+    train_set = SofDataset.from_split(root, split, "train", image_size=config.image_size, num_rays=config.num_rays,
+                                      seed=config.seed)
+    with torch.random.fork_rng(devices=[]):  # the initialisation depends on the seed alone
+        torch.manual_seed(config.seed)
+        sof = SOFModel(model_config(config.model_preset, num_instances=len(split.instances),
+                                    projection=train_set.projection, num_classes=train_set.num_classes,
+                                    **config.model_overrides))
+    trainable = SofTrainable(sof)
+    optimizer = torch.optim.Adam(trainable.parameters(), lr=config.lr)
+    val_samples = _fixed_subset(split.val, config.val_max_views, config.seed)
+    val_fn = (lambda m: miou_logs(evaluate_views(m.sof, root, val_samples, config.val_image_size,
+                                                 instances=split.instances))) if val_samples else None
+    meta = _meta(config, sof, train_set, split)
+    trainer = _trainer(trainable, optimizer, config, train_set, val_fn, meta, callbacks, run_dir, progress)
+    split.save(split_path)
+    history = trainer.fit(resume=resume, max_steps=stop_at)
+    return TrainResult(sof, history, run_dir, _latest(run_dir), split)
+
+
+# --------------------------------------------------------------------------------------------------
+# Stage 2
+# --------------------------------------------------------------------------------------------------
+
+def fit_codes(config: SofTrainConfig, *, callbacks: Sequence[Callback] = (), resume: bool = False,
+              progress: bool = True, stop_at: int | None = None) -> TrainResult:
+    """Stage 2 (inverse rendering): fit fresh codes of new portraits with the stage-1 networks frozen.
+
+    Trains on ``fit_views`` of every portrait of ``data_root`` (default the frontal view 0); the other
+    views, when present, are the validation set (novel views of the fitted codes).
+    """
+    root = _ensure_data(config)
+    base = load_sof(_resolve(config.checkpoint))
+    data = read_dataset(root)
+    names = data.instance_names
+    fit_views = config.fit_views or [0]
+    train_pairs = [(n, v) for n in names for v in data.views(n) if v in fit_views]
+    val_pairs = [(n, v) for n in names for v in data.views(n) if v not in fit_views]
+    if not train_pairs:
+        raise DataError(root, f"no views {fit_views} to fit")
+    split = Split(instances=names, train=train_pairs, val=val_pairs, seed=config.seed, val_views_per_instance=0)
+    train_set = SofDataset.from_split(root, split, "train", image_size=config.image_size, num_rays=config.num_rays,
+                                      seed=config.seed)
+    sof = _fresh_codes(base.model, len(names), seed=config.seed)
+    positions = targets = None
+    if config.optimize_camera:
+        # One camera per portrait: the (first) fitted view's pose initialises it.
+        first_view = {n: v for n, v in reversed(train_pairs)}
+        poses = np.stack([data.instances[n].cam2world[first_view[n]] for n in names])
+        positions = torch.tensor(poses[:, :3, 3], dtype=torch.float32)
+        targets = torch.tensor(_axis_point_closest_to_origin(poses), dtype=torch.float32)
+    trainable = SofTrainable(sof, positions, targets)
+    groups = [{"params": [sof.latent_codes.weight], "lr": config.lr}]
+    if positions is not None:
+        groups.append({"params": [trainable.camera_positions], "lr": config.camera_lr})
+    network_params = [p for n, p in sof.named_parameters() if not n.startswith("latent_codes")]
+    groups.append({"params": network_params, "lr": config.lr})
+    for p in network_params:  # frozen: no gradient, so Adam leaves them untouched
+        p.requires_grad_(False)
+    optimizer = torch.optim.Adam(groups)
+    callbacks = list(callbacks)
+    if config.unfreeze_at is not None:
+        callbacks.append(_Unfreeze(config.unfreeze_at, network_params))
+    val_samples = _fixed_subset(val_pairs, config.val_max_views, config.seed)
+
+    def val_fn(m: SofTrainable):
+        cams = None if m.camera_positions is None else _fitted_cameras(m, data, names, fit_views, val_samples)
+        return miou_logs(evaluate_views(m.sof, root, val_samples, config.val_image_size, instances=names,
+                                        cam2world=cams))
+
+    meta = _meta(config, sof, train_set, split)
+    run_dir = _resolve(config.out_dir)
+    trainer = _trainer(trainable, optimizer, config, train_set, val_fn if val_samples else None, meta, callbacks,
+                       run_dir, progress)
+    split.save(run_dir / "split.json")
+    history = trainer.fit(resume=resume, max_steps=stop_at)
+    return TrainResult(sof, history, run_dir, _latest(run_dir), split)
+
+
+class _Unfreeze(Callback):
+    def __init__(self, at: int, params: list[nn.Parameter]):
+        self.at, self.params = at, params
+
+    def on_step_end(self, trainer, step, logs):
+        if step == self.at:
+            for p in self.params:
+                p.requires_grad_(True)
+
+    def on_fit_start(self, trainer):  # a resumed run past the unfreeze step stays unfrozen
+        if trainer.step >= self.at:
+            for p in self.params:
+                p.requires_grad_(True)
+
+
+# --------------------------------------------------------------------------------------------------
+# Evaluation
+# --------------------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def evaluate_views(model: SOFModel, root: str | os.PathLike, samples: Sequence[tuple[str, int]], image_size: int,
+                   *, instances: Sequence[str] | None = None, codes: torch.Tensor | None = None,
+                   cam2world: np.ndarray | None = None, batch: int = 8) -> MIoUResult:
+    """mIoU of rendered label maps against the stored ones for (instance, view) pairs.
+
+    Args:
+        model: the SOF model; its latent code of instance ``instances.index(name)`` is used unless
+            ``codes`` (one row per latent index) is given.
+        samples: (instance name, view id) pairs.
+        image_size: render and compare at this size (ground truth nearest-resized).
+        instances: latent index order (default: the dataset's sorted instances).
+        cam2world: optional (len(samples), 4, 4) cameras replacing the stored ones (fitted cameras).
+    """
+    data = read_dataset(root)
+    instances = list(instances) if instances is not None else data.instance_names
+    index = {n: i for i, n in enumerate(instances)}
+    device = next(model.parameters()).device
+    acc = MIoUAccumulator(model.config.num_classes)
+    for start in range(0, len(samples), batch):
+        chunk = samples[start:start + batch]
+        idx = torch.tensor([index[n] for n, _ in chunk], device=device)
+        z = model.embedding(idx) if codes is None else codes[idx.cpu()].to(device)
+        cams, Ks, gts = [], [], []
+        for j, (name, view) in enumerate(chunk):
+            inst = data.instances[name]
+            raw = inst.read_labels(view)
+            cams.append(inst.cam2world[view] if cam2world is None else cam2world[start + j])
+            Ks.append(intrinsics_for_size(inst.intrinsics[view], raw.shape[1], image_size, data.meta.pixel_center))
+            gts.append(resize_labels_nearest(raw, image_size, pixel_center=data.meta.pixel_center))
+        was_training = model.training
+        model.eval()
+        out = model.render(z, torch.tensor(np.stack(cams), dtype=torch.float32, device=device),
+                           torch.tensor(np.stack(Ks), dtype=torch.float32, device=device), image_size, image_size,
+                           pixel_center=data.meta.pixel_center)
+        model.train(was_training)
+        acc.update(out.logits.argmax(-1).cpu(), torch.from_numpy(np.stack(gts).astype(np.int64)))
+    return acc.compute()
+
+
+def miou_logs(result: MIoUResult) -> dict[str, float]:
+    """The scalars a trainer logs from an :class:`MIoUResult`."""
+    return {"miou": result.dataset_miou, "miou_fg": result.dataset_miou_no_bg,
+            "image_miou_fg": result.image_miou_no_bg}
+
+
+def evaluate_checkpoint(checkpoint: str | os.PathLike, data: str | os.PathLike, *, image_size: int = 128,
+                        max_views: int | None = None) -> dict[str, Any]:
+    """Held-out-view mIoU of a checkpoint on its own data (the ``python -m toolkit eval sof`` command).
+
+    The validation views of the checkpoint's split are rendered at ``image_size`` and compared with the
+    stored label maps of ``data``. Returns a JSON-ready dict (dataset-level and per-image mIoU with and
+    without background, per-class IoU).
+    """
+    loaded = load_sof(checkpoint)
+    split_dict = loaded.meta.get("split")
+    if not split_dict:
+        raise DataError(checkpoint, "checkpoint has no split (original checkpoints cannot name held-out views)")
+    split = Split(**split_dict)
+    data_root = Path(data)
+    names = read_dataset(data_root).instance_names
+    missing = [n for n in split.instances if n not in names]
+    if missing:
+        raise DataError(data_root, f"instances {missing[:5]} of the checkpoint's split are not in this dataset; "
+                                   "evaluate on the data it was trained on (stage 2 fits new portraits)")
+    samples = split.val if max_views is None else _fixed_subset(split.val, max_views, 0)
+    start = time.perf_counter()
+    res = evaluate_views(loaded.model, data_root, samples, image_size, instances=split.instances)
+    from toolkit.labels import get_label_set
+
+    names_c = get_label_set(loaded.meta.get("label_set", "sof20")).names
+    return {
+        "checkpoint": str(checkpoint), "data": str(data_root), "views": len(samples), "image_size": image_size,
+        "dataset_miou": res.dataset_miou, "dataset_miou_no_bg": res.dataset_miou_no_bg,
+        "image_miou": res.image_miou, "image_miou_no_bg": res.image_miou_no_bg,
+        "per_class_iou": {names_c[c]: (None if np.isnan(v) else float(v)) for c, v in enumerate(res.per_class_iou)},
+        "seconds": round(time.perf_counter() - start, 2),
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# Checkpoints
+# --------------------------------------------------------------------------------------------------
+
+def load_sof(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> LoadedSof:
+    """Load a SOF model from a toolkit checkpoint (training or exported), or an original checkpoint.
+
+    Original checkpoints (``epoch_XXXX_iter_XXXXXX.pth``, ``{'model': state_dict}`` with the original keys)
+    are recognised by their keys and loaded orthographic with their own sizes; their meta is minimal.
+    """
+    ck = load_checkpoint(path, map_location, weights_only=True)
+    state = ck.get("model")
+    if not isinstance(state, dict):
+        raise DataError(path, "no 'model' state dict in the checkpoint")
+    meta = ck.get("meta")
+    if meta is None or "model_config" not in meta:
+        if any(k.startswith("hyper_phi.") for k in state):
+            model = load_original_state_dict(SOFModel, state, projection="ortho")
+            return LoadedSof(model, {"system": "sof", "source": "original", "label_set": "sof20",
+                                     "model_config": model.config_dict()}, None)
+        raise DataError(path, "not a SOF checkpoint: no meta['model_config'] and no original SOF keys")
+    try:
+        model = SOFModel(from_dict(SOFModelConfig, dict(meta["model_config"]), f"{path}: model_config"))
+    except (TypeError, ValueError) as exc:
+        raise DataError(path, f"invalid model_config ({exc})") from exc
+    sof_state = {k[len("sof."):]: v for k, v in state.items() if k.startswith("sof.")} or state
+    try:
+        model.load_state_dict({k: v.float() for k, v in sof_state.items()})
+    except RuntimeError as exc:
+        raise DataError(path, f"state dict does not fit the stored model_config ({exc})") from exc
+    model.eval()
+    positions = state.get("camera_positions")
+    return LoadedSof(model, dict(meta), positions)
+
+
+def export_checkpoint(run_or_checkpoint: str | os.PathLike, out: str | os.PathLike, *,
+                      half: bool = False) -> Path:
+    """Write a slim, self-contained checkpoint (model, meta, validation history; no optimizer state)."""
+    from toolkit.io import atomic_write
+
+    ck = load_checkpoint(run_or_checkpoint)
+    state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in ck["model"].items()}
+    slim = {"format": "toolkit-sof-export-1", "model": state, "meta": ck.get("meta", {}), "step": ck.get("step"),
+            "history": [r for r in ck.get("history", []) if r.get("split") == "val"]}
+    out = Path(out)
+    with atomic_write(out) as f:
+        torch.save(slim, f)
+    return out
+
+
+def train_from_config(config: str | os.PathLike, overrides: Sequence[str] = (), **kwargs) -> TrainResult:
+    """Run the stage a YAML config (or packaged preset name) describes (the ``train sof`` command)."""
+    cfg = from_dict(SofTrainConfig, load_config_dict("sof", config, overrides), f"sof config {config}")
+    return train_multiview(cfg, **kwargs) if cfg.stage == "multiview" else fit_codes(cfg, **kwargs)
+
+
+# --------------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------------
+
+def sof_step(model: SofTrainable, batch: dict[str, torch.Tensor], weights: LossWeights):
+    """One training pass: the loss terms of :func:`toolkit.sof.losses.sof_losses` and pixel accuracy."""
+    out, z = model(batch)
+    losses = sof_losses(out.logits, out.depth, batch["labels"], z, weights=weights)
+    accuracy = (out.logits.detach().argmax(-1) == batch["labels"]).float().mean()
+    logs = {"ce": losses.segmentation.detach(), "depth_reg": losses.negative_depth.detach(),
+            "latent": losses.latent.detach(), "pixel_acc": accuracy}
+    return losses.total, logs
+
+
+def _trainer(trainable, optimizer, config: SofTrainConfig, train_set, val_fn, meta, callbacks, run_dir, progress):
+    weights = from_dict(LossWeights, dict(config.loss), "loss")
+    # A dataset smaller than one batch (e.g. two single-view portraits in stage 2) trains on all of it.
+    tcfg = TrainerConfig(max_steps=config.max_steps, batch_size=min(config.batch_size, len(train_set)),
+                         log_every=config.log_every,
+                         val_every=config.val_every, ckpt_every=config.ckpt_every, seed=config.seed,
+                         device=config.device, amp=config.amp, out_dir=str(run_dir), progress=progress)
+    return Trainer(trainable, optimizer, lambda m, b: sof_step(m, b, weights), config=tcfg, data=train_set,
+                   val_fn=val_fn, meta=meta, callbacks=callbacks)
+
+
+def _meta(config: SofTrainConfig, sof: SOFModel, dataset: SofDataset, split: Split) -> dict:
+    return {"system": "sof", "stage": config.stage, "model_config": sof.config_dict(),
+            "train_config": dataclasses.asdict(config), "label_set": dataset.label_set,
+            "camera": {"projection": dataset.projection, "pixel_center": dataset.pixel_center,
+                       "image_size": dataset.meta.image_size},
+            "split": dataclasses.asdict(split)}
+
+
+def _fresh_codes(base: SOFModel, num_instances: int, seed: int) -> SOFModel:
+    """A copy of ``base`` with ``num_instances`` new codes drawn N(0, 0.01²) (the original's init)."""
+    cfg = dataclasses.replace(base.config, num_instances=num_instances)
+    model = SOFModel(cfg)
+    state = {k: v for k, v in base.state_dict().items() if not k.startswith("latent_codes")}
+    missing, _ = model.load_state_dict(state, strict=False)
+    assert all(k.startswith("latent_codes") for k in missing), missing
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        model.latent_codes.weight.copy_(torch.randn(model.latent_codes.weight.shape, generator=g) * 0.01)
+    return model
+
+
+def _axis_point_closest_to_origin(poses: np.ndarray) -> np.ndarray:
+    centre, forward = poses[:, :3, 3], poses[:, :3, 2]
+    t = -(centre * forward).sum(-1, keepdims=True)
+    return centre + t * forward
+
+
+def _fitted_cameras(m: SofTrainable, data, names, fit_views, samples) -> np.ndarray:
+    """Cameras of validation views under fitted camera positions: the fitted pose times the stored
+    relative motion between the fitted view and each other view."""
+    index = {n: i for i, n in enumerate(names)}
+    fitted = m.cameras(torch.arange(len(names), device=m.camera_positions.device), None).detach().cpu().numpy()
+    fit_view = {n: next(v for v in data.views(n) if v in fit_views) for n in names}
+    out = []
+    for name, view in samples:
+        inst = data.instances[name]
+        rel = np.linalg.inv(inst.cam2world[fit_view[name]]) @ inst.cam2world[view]
+        out.append(fitted[index[name]] @ rel)
+    return np.stack(out)
+
+
+def _fixed_subset(pairs: Sequence[tuple[str, int]], limit: int | None, seed: int) -> list[tuple[str, int]]:
+    pairs = list(pairs)
+    if limit is None or len(pairs) <= limit:
+        return pairs
+    pick = np.random.default_rng(seed).choice(len(pairs), size=limit, replace=False)
+    return [pairs[i] for i in sorted(pick)]
+
+
+def _ensure_data(config: SofTrainConfig) -> Path:
+    root = _resolve(config.data_root)
+    if not root.exists():
+        if not config.synthetic:
+            raise DataError(root, "dataset folder not found (set `synthetic:` in the config to generate one)")
+        from toolkit.synthetic.heads import write_portrait_dataset
+
+        write_portrait_dataset(root, **config.synthetic)
+    return root
+
+
+def _resolve(path: str | os.PathLike) -> Path:
+    return Path(path).expanduser()
+
+
+def _latest(run_dir: Path) -> Path | None:
+    from toolkit.training import latest_checkpoint
+
+    return latest_checkpoint(run_dir)
+
+
+# --------------------------------------------------------------------------------------------------
+# The shipped checkpoint, with a quick fallback so every notebook runs alone
+# --------------------------------------------------------------------------------------------------
+
+def shipped_checkpoint() -> Path:
+    """Path of the small pretrained checkpoint shipped in ``data/`` (see data/README.md)."""
+    from toolkit.paths import DATA_DIR
+
+    return DATA_DIR / "sof_synthetic.pt"
+
+
+def load_pretrained(*, quick: bool = False, work_dir: str | os.PathLike | None = None,
+                    progress: bool = True) -> LoadedSof:
+    """The model later notebooks use: the shipped checkpoint, or a quick one trained on the spot.
+
+    With ``quick=True``, or when the shipped file is absent, the packaged ``quick`` config is trained
+    into ``work_dir`` (default ``data/generated``), reusing an earlier quick run there: a tiny model on
+    tiny portraits, about a minute on a CPU. Its numbers mean nothing; it only lets a notebook run.
+    """
+    from toolkit.paths import GENERATED_DIR
+
+    path = shipped_checkpoint()
+    if path.exists() and not quick:
+        return load_sof(path)
+    work = Path(work_dir) if work_dir else GENERATED_DIR
+    overrides = [f"data_root={work / 'portraits_quick'}", f"out_dir={work / 'runs' / 'sof_quick'}"]
+    cfg = from_dict(SofTrainConfig, load_config_dict("sof", "quick", overrides), "sof quick config")
+    latest = _latest(_resolve(cfg.out_dir))
+    if latest is None or load_checkpoint(latest).get("step", 0) < cfg.max_steps:
+        train_multiview(cfg, progress=progress)
+    return load_sof(_latest(_resolve(cfg.out_dir)))
+
+
+def training_data(loaded: LoadedSof) -> Path:
+    """The dataset folder a checkpoint was trained on, regenerated from its recorded seed if missing.
+
+    Synthetic portraits are a deterministic function of their generator settings, so a checkpoint that
+    records them can always get its ground truth back.
+    """
+    from toolkit.paths import REPO_ROOT
+
+    tc = loaded.meta.get("train_config") or {}
+    root = Path(tc.get("data_root", ""))
+    if not root.is_absolute():  # packaged configs (and the shipped checkpoint) use repository-relative paths
+        root = REPO_ROOT / root
+    if root.exists() and any(root.iterdir()):
+        return root
+    if not tc.get("synthetic"):
+        raise DataError(root, "training data not found and the checkpoint records no generator settings")
+    from toolkit.synthetic.heads import write_portrait_dataset
+
+    write_portrait_dataset(root, **tc["synthetic"])
+    return root
