@@ -25,7 +25,7 @@ from torch import nn
 from toolkit.config import from_dict, load_config_dict
 from toolkit.geometry.cameras import look_at_torch
 from toolkit.io import DataError
-from toolkit.metrics import MIoUAccumulator, MIoUResult
+from toolkit.metrics import MIoUResult, segmentation_miou
 from toolkit.sof.data import SofDataset, Split, make_split, read_dataset, resize_labels_nearest
 from toolkit.sof.losses import LossWeights, sof_losses
 from toolkit.sof.model import SOFModel, SOFModelConfig, load_original_state_dict, model_config
@@ -247,10 +247,10 @@ class _Unfreeze(Callback):
 # --------------------------------------------------------------------------------------------------
 
 @torch.no_grad()
-def evaluate_views(model: SOFModel, root: str | os.PathLike, samples: Sequence[tuple[str, int]], image_size: int,
-                   *, instances: Sequence[str] | None = None, codes: torch.Tensor | None = None,
-                   cam2world: np.ndarray | None = None, batch: int = 8) -> MIoUResult:
-    """mIoU of rendered label maps against the stored ones for (instance, view) pairs.
+def render_views(model: SOFModel, root: str | os.PathLike, samples: Sequence[tuple[str, int]], image_size: int,
+                 *, instances: Sequence[str] | None = None, codes: torch.Tensor | None = None,
+                 cam2world: np.ndarray | None = None, batch: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """Render (instance, view) pairs and read their stored label maps, both at ``image_size``.
 
     Args:
         model: the SOF model; its latent code of instance ``instances.index(name)`` is used unless
@@ -259,31 +259,42 @@ def evaluate_views(model: SOFModel, root: str | os.PathLike, samples: Sequence[t
         image_size: render and compare at this size (ground truth nearest-resized).
         instances: latent index order (default: the dataset's sorted instances).
         cam2world: optional (len(samples), 4, 4) cameras replacing the stored ones (fitted cameras).
+    Returns:
+        (predicted, ground truth) label maps, each (len(samples), image_size, image_size) uint8.
     """
     data = read_dataset(root)
     instances = list(instances) if instances is not None else data.instance_names
     index = {n: i for i, n in enumerate(instances)}
     device = next(model.parameters()).device
-    acc = MIoUAccumulator(model.config.num_classes)
-    for start in range(0, len(samples), batch):
-        chunk = samples[start:start + batch]
-        idx = torch.tensor([index[n] for n, _ in chunk], device=device)
-        z = model.embedding(idx) if codes is None else codes[idx.cpu()].to(device)
-        cams, Ks, gts = [], [], []
-        for j, (name, view) in enumerate(chunk):
-            inst = data.instances[name]
-            raw = inst.read_labels(view)
-            cams.append(inst.cam2world[view] if cam2world is None else cam2world[start + j])
-            Ks.append(intrinsics_for_size(inst.intrinsics[view], raw.shape[1], image_size, data.meta.pixel_center))
-            gts.append(resize_labels_nearest(raw, image_size, pixel_center=data.meta.pixel_center))
-        was_training = model.training
-        model.eval()
-        out = model.render(z, torch.tensor(np.stack(cams), dtype=torch.float32, device=device),
-                           torch.tensor(np.stack(Ks), dtype=torch.float32, device=device), image_size, image_size,
-                           pixel_center=data.meta.pixel_center)
+    preds, gts = [], []
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, len(samples), batch):
+            chunk = samples[start:start + batch]
+            idx = torch.tensor([index[n] for n, _ in chunk], device=device)
+            z = model.embedding(idx) if codes is None else codes[idx.cpu()].to(device)
+            cams, Ks = [], []
+            for j, (name, view) in enumerate(chunk):
+                inst = data.instances[name]
+                raw = inst.read_labels(view)
+                cams.append(inst.cam2world[view] if cam2world is None else cam2world[start + j])
+                Ks.append(intrinsics_for_size(inst.intrinsics[view], raw.shape[1], image_size, data.meta.pixel_center))
+                gts.append(resize_labels_nearest(raw, image_size, pixel_center=data.meta.pixel_center))
+            out = model.render(z, torch.tensor(np.stack(cams), dtype=torch.float32, device=device),
+                               torch.tensor(np.stack(Ks), dtype=torch.float32, device=device), image_size,
+                               image_size, pixel_center=data.meta.pixel_center)
+            preds.append(out.logits.argmax(-1).to(torch.uint8).cpu().numpy())
+    finally:
         model.train(was_training)
-        acc.update(out.logits.argmax(-1).cpu(), torch.from_numpy(np.stack(gts).astype(np.int64)))
-    return acc.compute()
+    return np.concatenate(preds), np.stack(gts).astype(np.uint8)
+
+
+def evaluate_views(model: SOFModel, root: str | os.PathLike, samples: Sequence[tuple[str, int]], image_size: int,
+                   **kwargs) -> MIoUResult:
+    """mIoU (:func:`toolkit.metrics.segmentation_miou`) of :func:`render_views` against the stored maps."""
+    pred, gt = render_views(model, root, samples, image_size, **kwargs)
+    return segmentation_miou(pred, gt, model.config.num_classes)
 
 
 def miou_logs(result: MIoUResult) -> dict[str, float]:
