@@ -1,1 +1,13 @@
-"""See the package docstring of `toolkit`."""
+"""Procedural data with exact ground truth: semantic portraits (SOF) and moving bodies (Occupancy Flow)."""
+from __future__ import annotations
+
+from toolkit.synthetic.heads import (
+    HeadParams,
+    SyntheticHead,
+    head_from_seed,
+    load_head,
+    sample_head,
+    write_portrait_dataset,
+)
+
+__all__ = ["HeadParams", "SyntheticHead", "head_from_seed", "load_head", "sample_head", "write_portrait_dataset"]
