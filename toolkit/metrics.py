@@ -28,6 +28,9 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from toolkit.kernels._dispatch import triton_unavailable_reason
+from toolkit.kernels.nearest_neighbor import nearest_neighbor_backend
+
 LabelField = Callable[[torch.Tensor], torch.Tensor]
 
 # Values the original MeshEvaluator returns for an empty prediction (distance = the unit cube diagonal).
@@ -371,7 +374,10 @@ def nearest_neighbor(x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor,
     yt = yt.to(device=xt.device, dtype=xt.dtype)
     if backend == "auto":
         big = xt.shape[-2] * yt.shape[-2] > (1 << 22)
-        backend = "kdtree" if xt.device.type == "cpu" and big else "torch"
+        if xt.is_cuda and triton_unavailable_reason(xt) is None:
+            backend = "triton"  # fused kernel: no N x M distance matrix
+        else:
+            backend = "kdtree" if xt.device.type == "cpu" and big else "torch"
     if backend not in _NN_BACKENDS:
         raise ValueError(f'unknown nearest-neighbour backend "{backend}"; valid: {["auto", *_NN_BACKENDS]}')
     batched = xt.ndim == 3
@@ -420,6 +426,8 @@ def _nn_kdtree(x: torch.Tensor, y: torch.Tensor, *, chunk: int) -> tuple[torch.T
 
 
 _NN_BACKENDS: dict[str, Callable] = {"torch": _nn_torch, "kdtree": _nn_kdtree}
+register_nn_backend("triton", nearest_neighbor_backend)
+
 
 
 # ---------------------------------------------------------------------------------- surface metrics

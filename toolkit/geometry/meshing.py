@@ -122,6 +122,10 @@ def marching_cubes(values: np.ndarray, threshold: float = 0.0, *, bounds: float 
         values: (Rx+1, Ry+1, Rz+1) lattice values over ``bounds``.
         close: pad with an outside value so surfaces cut by the box are closed (watertight).
     """
+    if isinstance(values, torch.Tensor) and values.is_cuda:  # GPU kernel, same mesh as PyMCubes
+        from toolkit.kernels.marching_cubes import marching_cubes_mesh
+
+        return marching_cubes_mesh(values, threshold, bounds=bounds, close=close)
     import mcubes
 
     lo, hi = _bounds(bounds)
