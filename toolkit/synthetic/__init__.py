@@ -1,6 +1,7 @@
 """Procedural data with exact ground truth: semantic portraits (SOF) and moving bodies (Occupancy Flow)."""
 from __future__ import annotations
 
+from toolkit.synthetic.bodies import Body, load_body, load_pcl_sample, write_body_dataset
 from toolkit.synthetic.heads import (
     HeadParams,
     SyntheticHead,
@@ -10,4 +11,4 @@ from toolkit.synthetic.heads import (
     write_portrait_dataset,
 )
 
-__all__ = ["HeadParams", "SyntheticHead", "head_from_seed", "load_head", "sample_head", "write_portrait_dataset"]
+__all__ = ["Body", "load_body", "load_pcl_sample", "write_body_dataset", "HeadParams", "SyntheticHead", "head_from_seed", "load_head", "sample_head", "write_portrait_dataset"]
