@@ -89,3 +89,46 @@ def scene_figure(traces: Sequence, title: str | None = None, height: int = 500):
                       title=title, height=height)
     fig.update_scenes(camera=dict(up=dict(x=0, y=1, z=0)))
     return fig
+
+
+def correspondence_colors(points0: np.ndarray) -> np.ndarray:
+    """(N, 3) uint8 colours from each point's frame-0 position, so the same index keeps its colour over time."""
+    p = np.asarray(points0, dtype=np.float64)
+    lo, hi = p.min(0), p.max(0)
+    return (255 * (p - lo) / np.maximum(hi - lo, 1e-9)).astype(np.uint8)
+
+
+def point_cloud_animation(frames: np.ndarray, colors: np.ndarray | None = None, *, times: np.ndarray | None = None,
+                          size: float = 1.5, max_points: int = 6000, seed: int = 0, title: str | None = None):
+    """A plotly figure with a time slider and play button over a (T, N, 3) point sequence.
+
+    The same ``max_points`` indices are shown in every frame (index k is the same surface point), coloured
+    by ``colors`` (N, 3) uint8 (default: :func:`correspondence_colors` of frame 0).
+    """
+    import plotly.graph_objects as go
+
+    frames = np.asarray(frames, dtype=np.float32)
+    T, N = frames.shape[:2]
+    keep = np.sort(np.random.default_rng(seed).choice(N, size=min(N, max_points), replace=False))
+    colors = correspondence_colors(frames[0]) if colors is None else np.asarray(colors, dtype=np.uint8)
+    color = [f"rgb({r},{g},{b})" for r, g, b in colors[keep]]
+    times = np.arange(T) if times is None else np.asarray(times)
+
+    def trace(t):
+        p = frames[t, keep]
+        return go.Scatter3d(x=p[:, 0], y=p[:, 1], z=p[:, 2], mode="markers", marker=dict(size=size, color=color))
+
+    lo, hi = frames[:, keep].reshape(-1, 3).min(0), frames[:, keep].reshape(-1, 3).max(0)
+    fig = go.Figure(data=[trace(0)], frames=[go.Frame(data=[trace(t)], name=str(t)) for t in range(T)])
+    steps = [dict(method="animate", label=f"{times[t]:.3g}", args=[[str(t)], dict(mode="immediate",
+                                                                                 frame=dict(duration=0))])
+             for t in range(T)]
+    fig.update_layout(
+        title=title, height=520, margin=dict(l=0, r=0, t=30 if title else 0, b=0),
+        scene=dict(aspectmode="cube", xaxis=dict(range=[lo[0], hi[0]]), yaxis=dict(range=[lo[1], hi[1]]),
+                   zaxis=dict(range=[lo[2], hi[2]])),
+        updatemenus=[dict(type="buttons", showactive=False, buttons=[dict(label="play", method="animate", args=[
+            None, dict(frame=dict(duration=120, redraw=True), fromcurrent=True)])])],
+        sliders=[dict(steps=steps, currentvalue=dict(prefix="t = "))])
+    fig.update_scenes(camera=dict(up=dict(x=0, y=1, z=0)))
+    return fig
