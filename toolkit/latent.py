@@ -130,7 +130,12 @@ class LatentGMM:
         best, table = None, []
         for ct in covariance_types:
             for k in components:
-                need = {"full": min_points_per_parameter * (dim + 1), "tied": 2}.get(ct, 2)
+                # "full": one L x L covariance per component; "tied": one shared L x L covariance in total.
+                need = {"full": min_points_per_parameter * (dim + 1)}.get(ct, 2)
+                if ct == "tied" and n < min_points_per_parameter * (dim + 1):
+                    table.append({"components": k, "covariance": ct, "bic": None,
+                                  "skipped": f"{n} points < {dim + 1} needed for one shared covariance"})
+                    continue
                 if n / k < need:
                     table.append({"components": k, "covariance": ct, "bic": None,
                                   "skipped": f"{n / k:.1f} points per component < {need:.0f} needed"})

@@ -129,7 +129,7 @@ def marching_cubes(values: np.ndarray, threshold: float = 0.0, *, bounds: float 
     import mcubes
 
     lo, hi = _bounds(bounds)
-    vol = np.asarray(values, dtype=np.float64)
+    vol = np.asarray(values, dtype=np.float32)  # PyMCubes takes float32: half the memory of a float64 copy
     res = np.array(vol.shape) - 1
     offset = 0
     if close:

@@ -14,6 +14,7 @@ from toolkit.sof.data import (
     save_exclusions,
     validate_dataset,
 )
+from toolkit.sof.render import bind_code, render_label_maps
 from toolkit.sof.losses import LossWeights, SOFLosses, sof_losses
 from toolkit.sof.model import (
     MODEL_PRESETS,
@@ -28,5 +29,6 @@ from toolkit.sof.model import (
 __all__ = [
     "SofDataset", "Split", "convert_celebamask", "load_exclusions", "make_split", "read_dataset",
     "save_exclusions", "validate_dataset", "LossWeights", "SOFLosses", "sof_losses", "MODEL_PRESETS", "PhiWeights",
-    "RenderResult", "SOFModel", "SOFModelConfig", "load_original_state_dict", "model_config",
+    "RenderResult", "SOFModel", "SOFModelConfig", "load_original_state_dict", "model_config", "bind_code",
+    "render_label_maps",
 ]

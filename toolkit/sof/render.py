@@ -87,7 +87,7 @@ def slice_field(field: Callable[[torch.Tensor], torch.Tensor], axis: str, offset
 
 
 def camera_slice(model, code: torch.Tensor, cam2world: np.ndarray, K: np.ndarray, size: int,
-                 depth: float, *, weights=None) -> SliceResult:
+                 depth: float, *, weights=None, chunk: int = 4096) -> SliceResult:
     """The original's slice: the classifier on the camera-parallel plane at camera depth ``depth``.
 
     Args:
@@ -97,14 +97,16 @@ def camera_slice(model, code: torch.Tensor, cam2world: np.ndarray, K: np.ndarray
         depth: camera-space depth of the plane.
         weights: precomputed ``model.phi_weights(code[None])``, so repeated slices (a slider) skip the
             hypernetwork.
+        chunk: points evaluated at once (a few thousand keep the activations in cache: faster on a CPU).
     """
     device = next(model.parameters()).device
     cam = torch.as_tensor(np.asarray(cam2world), dtype=torch.float32, device=device).reshape(1, 4, 4)
     Kt = torch.as_tensor(np.asarray(K), dtype=torch.float32, device=device).reshape(1, 3, 3)
     uv = pixel_grid(size, size, device=device)[None]
-    z = None if weights is not None else torch.as_tensor(code, dtype=torch.float32, device=device).reshape(1, -1)
+    z = None if weights is not None else torch.as_tensor(code, dtype=torch.float32,
+                                                         device=device).reshape(1, -1)
     with torch.no_grad():
-        logits = model.slice_logits(z, cam, Kt, uv, depth, weights=weights)[0]
+        logits = model.slice_logits(z, cam, Kt, uv, depth, weights=weights, chunk=chunk)[0]
     pts = lift(uv, depth, cam, Kt, model.config.projection)[0]
     probs = torch.softmax(logits.float(), -1).reshape(size, size, -1)
     return SliceResult(probs.argmax(-1).cpu().numpy().astype(np.uint8), probs.cpu().numpy(),
@@ -154,10 +156,11 @@ class BoundField:
     """A learned SOF field with one latent code bound to it: ``field(xyz (N, 3)) -> (N, C) logits``.
 
     The phi weights are generated once, so repeated queries (sliders, MISE levels, 3D mIoU chunks)
-    skip the hypernetwork. Use :func:`bind_code` to build one.
+    skip the hypernetwork. They are a snapshot: bind again after the model's weights change. Use
+    :func:`bind_code` to build one.
     """
 
-    def __init__(self, model, code: torch.Tensor, *, chunk: int = 16384):
+    def __init__(self, model, code: torch.Tensor, *, chunk: int | None = None):
         self.model = model
         device = next(model.parameters()).device
         self.code = torch.as_tensor(code, dtype=torch.float32, device=device).reshape(1, -1).detach()
@@ -168,7 +171,8 @@ class BoundField:
                 self.weights = model.phi_weights(self.code)
         finally:
             model.train(was_training)
-        self.chunk = chunk
+        # A few thousand points keep a CPU's activations in cache (about 25% faster than 16k); GPUs want more.
+        self.chunk = chunk or (4096 if device.type == "cpu" else 65536)
         self.num_classes = model.config.num_classes
         self.projection = model.config.projection
 
@@ -181,13 +185,13 @@ class BoundField:
         return f"BoundField(L={self.code.shape[1]}, C={self.num_classes}, projection={self.projection!r})"
 
 
-def bind_code(model, code: torch.Tensor | np.ndarray, *, chunk: int = 16384) -> BoundField:
+def bind_code(model, code: torch.Tensor | np.ndarray, *, chunk: int | None = None) -> BoundField:
     """The semantic field of one code: a callable (N, 3) world points -> (N, C) logits.
 
     Args:
         model: a :class:`toolkit.sof.SOFModel`.
         code: (L,) or (1, L) latent code (a training code ``model.embedding(i)[0]``, a GMM sample, ...).
-        chunk: points evaluated at once.
+        chunk: points evaluated at once (default 4096 on a CPU, 65536 on a GPU).
     """
     code_t = torch.as_tensor(np.asarray(code.detach().cpu() if isinstance(code, torch.Tensor) else code))
     if code_t.numel() != model.config.latent_dim:
@@ -196,8 +200,8 @@ def bind_code(model, code: torch.Tensor | np.ndarray, *, chunk: int = 16384) -> 
     return BoundField(model, code_t, chunk=chunk)
 
 
-def render_views(model, codes: torch.Tensor | np.ndarray, cam2world: np.ndarray, K: np.ndarray, size: int, *,
-                 batch: int = 8, chunk: int = 16384) -> np.ndarray:
+def render_grid(model, codes: torch.Tensor | np.ndarray, cam2world: np.ndarray, K: np.ndarray, size: int, *,
+                batch: int = 8, chunk: int = 16384) -> np.ndarray:
     """Every code seen from every camera (all pairs, unlike :func:`render_label_maps`).
 
     Args:
@@ -230,6 +234,13 @@ def path_cameras(name: str, *, projection: str = "ortho", **kwargs) -> np.ndarra
     return camera_path(name, **kwargs)
 
 
+def frontal_camera(projection: str = "ortho") -> np.ndarray:
+    """(4, 4) cam2world of the frontal view (view 00 of the synthetic portraits), looking at (0, 0.1, 0)."""
+    from toolkit.geometry.cameras import orbit_cameras
+
+    return orbit_cameras(orbit_radius(projection), 0.0, 0.0)
+
+
 def view_intrinsics(size: int, projection: str = "ortho") -> np.ndarray:
     """(3, 3) intrinsics of a ``size`` x ``size`` render that frames the portraits as the training data."""
     return default_intrinsics(size, projection)
@@ -258,8 +269,10 @@ def slice_camera_plane(field: LogitField, cam2world: np.ndarray, K: np.ndarray, 
     """
     if isinstance(field, BoundField):
         if field.projection != projection:
-            raise ValueError(f"slice_camera_plane: projection={projection!r} but the model is {field.projection!r}")
-        return camera_slice(field.model, field.code[0], cam2world, K, size, depth, weights=field.weights)
+            raise ValueError(f"slice_camera_plane: projection={projection!r}, but the model's is "
+                             f"{field.projection!r}")
+        return camera_slice(field.model, field.code[0], cam2world, K, size, depth, weights=field.weights,
+                            chunk=field.chunk)
     pts = camera_plane_points(cam2world, K, size, depth, projection=projection)
     logits = evaluate_field(field, pts, chunk=chunk).float().cpu()
     probs = torch.softmax(logits, dim=-1)

@@ -62,6 +62,8 @@ class SofTrainConfig:
     log_every: int = 50
     val_every: int = 500
     ckpt_every: int = 500
+    keep_last: int | None = 3
+    """Checkpoints kept in the run folder (None keeps all, e.g. for an mIoU-over-training curve)."""
     loss: dict = field(default_factory=dict)
     """Loss weights (fields of :class:`toolkit.sof.losses.LossWeights`); defaults are the original's."""
     val_views_per_instance: int = 2
@@ -128,6 +130,8 @@ class LoadedSof(NamedTuple):
     model: SOFModel
     meta: dict
     camera_positions: torch.Tensor | None
+    path: Path | None = None
+    """The checkpoint file it was read from."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -356,7 +360,7 @@ def load_sof(path: str | os.PathLike, *, map_location: str | torch.device = "cpu
         if any(k.startswith("hyper_phi.") for k in state):
             model = load_original_state_dict(SOFModel, state, projection="ortho")
             return LoadedSof(model, {"system": "sof", "source": "original", "label_set": "sof20",
-                                     "model_config": model.config_dict()}, None)
+                                     "model_config": model.config_dict()}, None, Path(path))
         raise DataError(path, "not a SOF checkpoint: no meta['model_config'] and no original SOF keys")
     try:
         model = SOFModel(from_dict(SOFModelConfig, dict(meta["model_config"]), f"{path}: model_config"))
@@ -369,7 +373,7 @@ def load_sof(path: str | os.PathLike, *, map_location: str | torch.device = "cpu
         raise DataError(path, f"state dict does not fit the stored model_config ({exc})") from exc
     model.eval()
     positions = state.get("camera_positions")
-    return LoadedSof(model, dict(meta), positions)
+    return LoadedSof(model, dict(meta), positions, Path(path))
 
 
 def export_checkpoint(run_or_checkpoint: str | os.PathLike, out: str | os.PathLike, *,
@@ -413,7 +417,8 @@ def _trainer(trainable, optimizer, config: SofTrainConfig, train_set, val_fn, me
     tcfg = TrainerConfig(max_steps=config.max_steps, batch_size=min(config.batch_size, len(train_set)),
                          log_every=config.log_every,
                          val_every=config.val_every, ckpt_every=config.ckpt_every, seed=config.seed,
-                         device=config.device, amp=config.amp, out_dir=str(run_dir), progress=progress)
+                         device=config.device, amp=config.amp, out_dir=str(run_dir), progress=progress,
+                         keep_last=config.keep_last)
     return Trainer(trainable, optimizer, lambda m, b: sof_step(m, b, weights), config=tcfg, data=train_set,
                    val_fn=val_fn, meta=meta, callbacks=callbacks)
 

@@ -1,0 +1,331 @@
+"""Volume slicer for semantic fields: planes through the 3D label field, as a widget or a static figure.
+
+The Test_Slicing / TestAll notebooks of the original (sof.md 4) showed, for one portrait, the classifier
+evaluated on a camera-parallel plane at a chosen depth (argmax colours) beside one class's softmax
+probability. :class:`VolumeSlicer` does the same for several fields side by side (a learned field with
+its code bound, and the synthetic ground truth of the same portrait) and adds world-axis planes, an
+instance selector and a 3D view of one or all classes.
+
+Slices use :func:`toolkit.sof.render.slice_camera_plane` (``model.slice_logits`` with cached phi
+weights for a learned field) and :func:`toolkit.sof.render.slice_field` (world x/y/z planes). Without a
+widget frontend (headless runs, CI) :meth:`VolumeSlicer.view` / :meth:`VolumeSlicer.show` draw a static
+matplotlib grid instead.
+"""
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple
+
+import numpy as np
+
+import toolkit.viz as _viz
+from toolkit.labels import colorize, get_label_set
+from toolkit.sof.render import LogitField, SliceResult, slice_camera_plane, slice_field
+
+PLANES = ("camera", "x", "y", "z")
+"""Plane orientations: camera-parallel at a camera depth, or world-axis planes at a coordinate."""
+
+
+class SlicerInstance(NamedTuple):
+    """One portrait: named semantic fields shown side by side (e.g. learned and ground truth)."""
+
+    name: str
+    fields: Mapping[str, LogitField]
+    """{title: callable (N, 3) world points -> (N, C) logits}."""
+
+
+class Latency(NamedTuple):
+    mean: float
+    """Mean seconds per slider update (all fields sliced, images encoded)."""
+    max: float
+    """Slowest update, seconds."""
+    updates: int
+    """Number of timed updates."""
+
+
+class VolumeSlicer:
+    """Slices of semantic fields along camera-parallel or world-axis planes.
+
+    Args:
+        instances: portraits to choose from (all with the same field titles).
+        cam2world: (4, 4) camera of the camera-parallel planes (OpenCV, e.g. the frontal view).
+        K: (3, 3) intrinsics in pixels of a ``size`` x ``size`` slice.
+        size: slice resolution in pixels (both plane kinds).
+        projection: camera model of ``cam2world`` ("ortho" or "perspective").
+        depth_range: (near, far) camera depths of the slider; default: the depth of the world origin
+            +- ``world_bounds``.
+        world_bounds: half-size of the world-plane square, world units.
+        class_id: class whose probability is shown first.
+        label_set: label names and palette.
+        display_scale: integer upscaling of the widget's images.
+    """
+
+    def __init__(self, instances: Sequence[SlicerInstance], *, cam2world: np.ndarray, K: np.ndarray,
+                 size: int = 128, projection: str = "ortho", depth_range: tuple[float, float] | None = None,
+                 world_bounds: float = 1.5, class_id: int = 1, label_set: str = "sof20",
+                 display_scale: int = 2):
+        if not instances:
+            raise ValueError("VolumeSlicer needs at least one instance")
+        titles = list(instances[0].fields)
+        for inst in instances:
+            if list(inst.fields) != titles:
+                raise ValueError(f"instance {inst.name!r} has fields {list(inst.fields)}; expected {titles}")
+        self.instances = list(instances)
+        self.cam2world = np.asarray(cam2world, dtype=np.float64).reshape(4, 4)
+        self.K = np.asarray(K, dtype=np.float64).reshape(3, 3)
+        self.size, self.projection, self.world_bounds = int(size), projection, float(world_bounds)
+        self.label_set = get_label_set(label_set)
+        if not 0 <= class_id < self.label_set.num_classes:
+            raise ValueError(f"class_id {class_id} is not in 0..{self.label_set.num_classes - 1}")
+        self.class_id = class_id
+        self.display_scale = display_scale
+        if depth_range is None:
+            # Camera depth of the world origin, +- the box half-size.
+            origin_depth = float(-(self.cam2world[:3, 3] @ self.cam2world[:3, 2]))
+            depth_range = (origin_depth - world_bounds, origin_depth + world_bounds)
+        self.depth_range = (float(depth_range[0]), float(depth_range[1]))
+        self.last_latency: float | None = None
+
+    # -- computing slices ---------------------------------------------------------------------------
+
+    def offset_range(self, plane: str) -> tuple[float, float]:
+        """Slider range of a plane kind: camera depths, or world coordinates."""
+        _check_plane(plane)
+        return self.depth_range if plane == "camera" else (-self.world_bounds, self.world_bounds)
+
+    def slices(self, plane: str, offset: float, instance: int = 0) -> dict[str, SliceResult]:
+        """{field title: SliceResult} of one instance on one plane."""
+        _check_plane(plane)
+        inst = self.instances[instance]
+        out = {}
+        for title, field in inst.fields.items():
+            if plane == "camera":
+                out[title] = slice_camera_plane(field, self.cam2world, self.K, self.size, offset,
+                                                projection=self.projection)
+            else:
+                out[title] = slice_field(field, plane, offset, bounds=self.world_bounds, resolution=self.size)
+        return out
+
+    def panels(self, slices: Mapping[str, SliceResult], class_id: int) -> list[tuple[str, np.ndarray]]:
+        """(caption, RGB uint8 image) pairs: argmax colours, then the class probability, per field."""
+        name = self.label_set.names[class_id]
+        out = []
+        for title, res in slices.items():
+            out.append((f"{title}: argmax", colorize(res.labels, self.label_set)))
+            out.append((f"{title}: p({name})", _magma(res.probabilities[..., class_id])))
+        return out
+
+    def default_offsets(self, plane: str, n: int = 5) -> np.ndarray:
+        """``n`` offsets evenly inside the range, front to back (near to far depths; world coordinates
+        from + to -, so a z plane row matches the frontal camera's depth row)."""
+        lo, hi = self.offset_range(plane)
+        offsets = np.linspace(lo, hi, n + 2)[1:-1]
+        return offsets if plane == "camera" else offsets[::-1]
+
+    def measure_latency(self, *, plane: str = "camera", repeats: int = 10, instance: int = 0) -> Latency:
+        """Time slider updates: ``repeats`` offsets across the range, each slicing every field of the
+        instance and encoding the images as the widget does (after one untimed warm-up update)."""
+        lo, hi = self.offset_range(plane)
+        self.slices(plane, (lo + hi) / 2, instance)  # warm-up (caches), as the widget's first draw
+        times = []
+        for offset in np.linspace(lo, hi, repeats + 2)[1:-1]:
+            start = time.perf_counter()
+            for _, img in self.panels(self.slices(plane, float(offset), instance), self.class_id):
+                _png(img, self.display_scale)
+            times.append(time.perf_counter() - start)
+        return Latency(float(np.mean(times)), float(np.max(times)), len(times))
+
+    # -- showing ------------------------------------------------------------------------------------
+
+    def view(self, **static_kwargs):
+        """The interactive widget, or (no widget frontend: headless runs, CI) :meth:`static_figure`."""
+        if _viz.has_widget_frontend():
+            return self.widget()
+        return self.static_figure(**static_kwargs)
+
+    def show(self, **static_kwargs) -> None:
+        """Display :meth:`view` once (the static figure is closed after display, so it is not shown twice)."""
+        from IPython.display import display
+
+        obj = self.view(**static_kwargs)
+        display(obj)
+        if not _viz.has_widget_frontend():
+            import matplotlib.pyplot as plt
+
+            plt.close(obj)
+
+    def static_figure(self, *, planes: Sequence[str] = ("camera", "z"),
+                      offsets: int | Mapping[str, Sequence[float]] = 5,
+                      instance: int = 0, class_id: int | None = None, panel_size: float = 1.7):
+        """A matplotlib grid: rows are offsets, columns the argmax of every field on every plane kind,
+        then the first field's probability of ``class_id``."""
+        import matplotlib.pyplot as plt
+
+        from toolkit.viz.plots import add_legend
+
+        class_id = self.class_id if class_id is None else class_id
+        if isinstance(offsets, int):
+            offsets = {p: self.default_offsets(p, offsets) for p in planes}
+        rows = max(len(offsets[p]) for p in planes)
+        titles = list(self.instances[instance].fields)
+        ncols = len(planes) * (len(titles) + 1)
+        fig, axes = plt.subplots(rows, ncols, figsize=(panel_size * ncols + 2.2, panel_size * rows),
+                                 squeeze=False)
+        present: set[int] = set()
+        for j, plane in enumerate(planes):
+            for i, offset in enumerate(offsets[plane]):
+                slices = self.slices(plane, float(offset), instance)
+                images = self.panels(slices, class_id)
+                # Every field's argmax, then the first field's probability.
+                keep = [k for k in range(len(images)) if k % 2 == 0] + [1]
+                for k, idx in enumerate(keep):
+                    ax = axes[i, j * (len(titles) + 1) + k]
+                    ax.imshow(images[idx][1], interpolation="nearest")
+                    where = f"depth {offset:.2f}" if plane == "camera" else f"{plane} = {offset:+.2f}"
+                    ax.set_title(f"{images[idx][0]}\n{where}", fontsize=6)
+                for res in slices.values():
+                    present.update(int(c) for c in np.unique(res.labels))
+        for ax in axes.flat:
+            ax.axis("off")
+        add_legend(fig, sorted(present), self.label_set)
+        what = self.label_set.names[class_id]
+        fig.suptitle(f"{self.instances[instance].name}: slices (probability of {what})", fontsize=9)
+        fig.tight_layout(rect=(0, 0, 1 - 2.2 / fig.get_figwidth(), 1))
+        return fig
+
+    def figure_3d(self, *, instance: int = 0, class_id: int | None = None, resolution: int = 48,
+                  opacity: float = 0.6):
+        """Plotly scenes (one per field) of class surfaces: one class, or every foreground class when
+        ``class_id`` is None. Surfaces come from one dense evaluation on a (resolution + 1)^3 lattice."""
+        import plotly.graph_objects as go
+        from plotly.subplots import make_subplots
+
+        from toolkit.sof.semantic_mesh import dense_class_meshes
+        from toolkit.viz.scenes import mesh_trace
+
+        inst = self.instances[instance]
+        titles = list(inst.fields)
+        fig = make_subplots(rows=1, cols=len(titles), specs=[[{"type": "scene"}] * len(titles)],
+                            subplot_titles=titles)
+        classes = None if class_id is None else [class_id]
+        for col, title in enumerate(titles, start=1):
+            meshes = dense_class_meshes(inst.fields[title], classes=classes, resolution=resolution,
+                                        bounds=self.world_bounds, label_set=self.label_set.name)
+            for c, mesh in meshes.items():
+                fig.add_trace(mesh_trace(mesh.vertices, mesh.faces, color=_rgb(self.label_set.palette[c]),
+                                         name=f"{title}: {self.label_set.names[c]}", opacity=opacity),
+                              row=1, col=col)
+            if not meshes:
+                fig.add_trace(go.Scatter3d(x=[0], y=[0], z=[0], mode="markers", marker={"size": 1},
+                                           name=f"{title}: empty"), row=1, col=col)
+        what = "all classes" if class_id is None else self.label_set.names[class_id]
+        fig.update_layout(title=f"{inst.name}: {what}", height=450, margin={"l": 0, "r": 0, "t": 40, "b": 0})
+        fig.update_scenes(aspectmode="data",
+                          camera={"up": {"x": 0, "y": 1, "z": 0}, "eye": {"x": 0, "y": 0.3, "z": 2.2}})
+        return fig
+
+    def widget(self):
+        """The ipywidgets slicer: plane, offset, instance and class controls, images, a 3D button."""
+        import ipywidgets as W
+        from IPython.display import display
+
+        names = self.label_set.names
+        plane = W.Dropdown(options=list(PLANES), value="camera", description="plane")
+        lo, hi = self.offset_range("camera")
+        offset = W.FloatSlider(value=(lo + hi) / 2, min=lo, max=hi, step=(hi - lo) / 200,
+                               description="offset", continuous_update=True, readout_format=".3f")
+        instance = W.Dropdown(options=[(inst.name, i) for i, inst in enumerate(self.instances)], value=0,
+                              description="portrait")
+        klass = W.Dropdown(options=[(f"{c} {n}", c) for c, n in enumerate(names)], value=self.class_id,
+                           description="class")
+        titles = list(self.instances[0].fields)
+        images = [W.Image(format="png") for _ in range(2 * len(titles))]
+        captions = [W.HTML() for _ in images]
+        status, legend = W.HTML(), W.HTML()
+        view3d_class = W.Dropdown(options=[("all classes", -1)] + [(f"{c} {n}", c) for c, n in enumerate(names)
+                                                                   if c], value=-1, description="3D")
+        view3d_button = W.Button(description="show 3D")
+        view3d_out = W.Output()
+        state: dict = {"slices": None}
+
+        def draw_images():
+            for k, (caption, img) in enumerate(self.panels(state["slices"], klass.value)):
+                images[k].value = _png(img, self.display_scale)
+                captions[k].value = f"<small>{caption}</small>"
+            present = sorted({int(c) for r in state["slices"].values() for c in np.unique(r.labels)})
+            legend.value = _legend_html(present, self.label_set)
+
+        def recompute(*_):
+            start = time.perf_counter()
+            state["slices"] = self.slices(plane.value, offset.value, instance.value)
+            draw_images()
+            self.last_latency = time.perf_counter() - start
+            status.value = f"<small>update: {1000 * self.last_latency:.0f} ms</small>"
+
+        def on_plane(change):
+            lo, hi = self.offset_range(change["new"])
+            with offset.hold_trait_notifications():
+                offset.min, offset.max = min(lo, offset.min), max(hi, offset.max)
+                offset.min, offset.max = lo, hi
+                offset.step, offset.value = (hi - lo) / 200, (lo + hi) / 2
+            recompute()
+
+        def on_3d(_):
+            view3d_out.clear_output()
+            with view3d_out:
+                c = None if view3d_class.value < 0 else view3d_class.value
+                display(self.figure_3d(instance=instance.value, class_id=c))
+
+        plane.observe(on_plane, names="value")
+        offset.observe(recompute, names="value")
+        instance.observe(recompute, names="value")
+        klass.observe(lambda _: draw_images(), names="value")
+        view3d_button.on_click(on_3d)
+        recompute()
+        cells = [W.VBox([captions[k], images[k]]) for k in range(len(images))]
+        return W.VBox([W.HBox([plane, instance, klass]), W.HBox([offset, status]), W.HBox(cells), legend,
+                       W.HBox([view3d_class, view3d_button]), view3d_out])
+
+
+def volume_slicer(instances: Sequence[SlicerInstance], **kwargs):
+    """Build a :class:`VolumeSlicer` and return its widget, or a static figure when headless."""
+    return VolumeSlicer(instances, **kwargs).view()
+
+
+# ----------------------------------------------------------------------------------------------------
+# Helpers
+# ----------------------------------------------------------------------------------------------------
+
+def _check_plane(plane: str) -> None:
+    if plane not in PLANES:
+        raise ValueError(f"unknown plane {plane!r}; valid: {list(PLANES)}")
+
+
+def _magma(prob: np.ndarray) -> np.ndarray:
+    from matplotlib import colormaps
+
+    return (colormaps["magma"](np.clip(prob, 0.0, 1.0))[..., :3] * 255).astype(np.uint8)
+
+
+def _png(rgb: np.ndarray, scale: int = 1) -> bytes:
+    from PIL import Image
+
+    if scale > 1:
+        rgb = rgb.repeat(scale, axis=0).repeat(scale, axis=1)
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(rgb)).save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def _rgb(color: np.ndarray) -> str:
+    r, g, b = (int(v) for v in color)
+    return f"rgb({r},{g},{b})"
+
+
+def _legend_html(class_ids: Sequence[int], label_set) -> str:
+    items = [f'<span style="display:inline-block;width:10px;height:10px;'
+             f'background:{_rgb(label_set.palette[c])};margin:0 3px 0 8px"></span>{c} {label_set.names[c]}'
+             for c in class_ids]
+    return "<small>" + "".join(items) + "</small>"
