@@ -1,0 +1,551 @@
+"""Occupancy Flow training on the generic trainer, checkpoints, and the pretrained-model fallback.
+
+Losses (oflow.md section 2, :func:`toolkit.oflow.losses.compute_losses`): BCE of the t=0 decoder on
+frame-0 points, BCE of the occupancy at one random frame t (the query transported back to t = 0), the
+unsquared L2 correspondence loss of forward-transported surface trajectories (``loss_corr``), and the
+VAE's KL terms x ``vae_beta`` (1e-4). Samples are drawn like the original
+(:class:`toolkit.oflow.data.SequenceDataset`): 300 noisy input trajectories, 512 + 512 occupancy points
+with replacement, 100 correspondence trajectories, 17-frame windows with t_i = i/16. Adam at 1e-4.
+
+Validation is the original's: every frame of each validation window, the first ``n_eval_points``
+occupancy points, IoU of probability > 0.3 against occ >= 0.5 (plus ``corr_l2``, the flow-only configs'
+``l2`` metric, on up to 1000 ground-truth trajectories).
+
+Differences from the original, on purpose: a run has a step budget (``max_steps``; the original looped
+until killed); the solver is a setting (``ode``: the original's adaptive dopri5 with the adjoint, or a
+fixed-step rk4 with direct backpropagation, whose cost is fixed: about 2x cheaper per step than the
+adjoint dopri5 once the field is trained, benchmarks/bm_oflow_train.py); checkpoints embed the model and
+training configs and resume exactly.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from toolkit.config import from_dict, load_config_dict
+from toolkit.io import DataError, atomic_save_text, atomic_write
+from toolkit.oflow.data import PCL_DIR, POINTS_DIR, SequenceDataset, find_sequences, list_frames
+from toolkit.oflow.evaluate import (
+    IOU_THRESHOLD,
+    evaluate_checkpoint,
+    predict_window,
+    window_codes,
+)
+from toolkit.oflow.losses import OFlowLosses, compute_losses
+from toolkit.oflow.model import PRESETS, OccupancyFlow, OFlowConfig, preset
+from toolkit.oflow.model import load_checkpoint as load_model_checkpoint
+from toolkit.oflow.ode import ODE_PRESETS, ode_preset, resolve_options
+from toolkit.training import Callback, Trainer, TrainerConfig, latest_checkpoint, load_checkpoint
+
+__all__ = [
+    "LoadedOFlow", "OFlowTrainConfig", "OFlowTrainable", "TrainResult", "evaluate_checkpoint", "evaluation_dataset",
+    "export_checkpoint", "load_oflow", "load_pretrained", "oflow_step", "prepare_data", "prepare_scan_sequence",
+    "shipped_checkpoint", "train", "train_from_config", "training_data", "validation_metrics",
+]
+
+PRETRAINED_KINDS: dict[str, list[str]] = {
+    "completion": [],
+    "generative": ["model_preset=generative", "model_quick=true"],
+}
+"""Kinds of shipped checkpoint -> overrides of the packaged ``quick`` config for the on-the-spot fallback."""
+
+
+@dataclass
+class OFlowTrainConfig:
+    """Everything an Occupancy Flow training run needs; stored in its checkpoints."""
+
+    data_root: str = "data/generated/bodies"
+    """Dataset root, category folder or one sequence folder (see :func:`toolkit.oflow.data.find_sequences`)."""
+    synthetic: dict | None = None
+    """If set and ``data_root`` does not exist, write synthetic bodies there first (keyword arguments of
+    :func:`toolkit.synthetic.bodies.write_body_dataset`: sequences, frames, seed, n_points, n_pcl, ...)."""
+    train_split: str | list | None = "train"
+    """Split list name, a list of split names (their union, e.g. the original generative model's
+    train + test + test_new_individual), or None for every sequence. A sequence folder ignores it."""
+    val_split: str | list | None = "val"
+    """Validation split (same forms); None disables validation; the training split's name validates on the
+    training windows themselves (a single-sequence fit)."""
+    model_preset: str = "small"
+    """A key of :data:`toolkit.oflow.model.PRESETS` (completion, completion_corr, generative, representation,
+    small, tiny)."""
+    model_overrides: dict = field(default_factory=dict)
+    """Fields of :class:`toolkit.oflow.model.OFlowConfig` replacing the preset's (not ``ode``, not ``seq_len``)."""
+    model_quick: bool = False
+    """Cut every width of the preset to at most 32 (:meth:`OFlowConfig.quick`) before the overrides."""
+    ode: str = "rk4"
+    """A key of :data:`toolkit.oflow.ode.ODE_PRESETS`: "original" (dopri5, rtol 1e-3, atol 1e-5, adjoint),
+    "rk4" (fixed step 1/16, direct backprop), "midpoint", "euler"."""
+    ode_overrides: dict = field(default_factory=dict)
+    """Fields of :class:`toolkit.oflow.ode.ODEOptions` replacing the preset's (e.g. step_size, per_item)."""
+    loss_corr: bool = True
+    """Add the correspondence loss (the original's ``loss_corr``)."""
+    vae_beta: float = 1e-4
+    """KL weight of the VAE (generative preset); ignored without latents."""
+    w_recon: float = 1.0
+    """Weight of the two reconstruction terms (the original: 1)."""
+    w_corr: float = 1.0
+    """Weight of the correspondence term (the original: 1)."""
+    length: int = 17
+    """Frames per window L (t_i = i / (L - 1)); also the model's ``seq_len``."""
+    offset: int = 0
+    """Frames dropped at the start of each sequence (the original D-FAUST setup: 15)."""
+    stride: int = 1
+    """Step between window starts."""
+    n_input_points: int = 300
+    """Input trajectories per window (the generative original: 4000)."""
+    input_noise: float = 0.001
+    """Gaussian noise std on the inputs (the generative original: 0)."""
+    n_points: int = 512
+    """Occupancy points at t = 0 per window."""
+    n_points_t: int = 512
+    """Occupancy points at the random frame per window."""
+    n_corr_points: int = 100
+    """Trajectories for the correspondence loss per window."""
+    n_eval_points: int = 10_000
+    """Validation: the first this many occupancy points of every frame (the original: 10000 for these configs)."""
+    val_max_windows: int | None = 16
+    """Validate on at most this many windows (evenly spaced over the validation set; None: all)."""
+    iou_threshold: float = IOU_THRESHOLD
+    """Validation IoU: predicted inside where the probability exceeds this (the original: 0.3)."""
+    batch_size: int = 16
+    """Windows per step (the original: 16); capped at the number of training windows."""
+    lr: float = 1e-4
+    """Adam learning rate (the original: 1e-4, no schedule)."""
+    max_steps: int = 1000
+    log_every: int = 50
+    val_every: int = 500
+    ckpt_every: int = 200
+    """Checkpoint interval (the original saved every 200 iterations)."""
+    grad_clip: float | None = None
+    seed: int = 0
+    out_dir: str = "data/runs/oflow"
+    """Run folder (checkpoints, history.json)."""
+    device: str = "auto"
+    amp: str = "off"
+    """"bf16" autocast on CUDA."""
+    num_workers: int = 0
+    """DataLoader workers (items are deterministic per (seed, epoch, index), so resume stays exact)."""
+
+    def __post_init__(self):
+        # YAML 1.1 reads "3e-3" as a string: accept numbers written that way, reject anything else
+        for name, kind in _NUMERIC.items():
+            value = getattr(self, name)
+            if value is None and name in ("grad_clip", "val_max_windows"):
+                continue
+            try:
+                number = kind(value) if not isinstance(value, bool) else None
+            except (TypeError, ValueError):
+                number = None
+            if number is None or (kind is int and isinstance(value, float) and value != int(value)):
+                raise ValueError(f"{name} must be {'an integer' if kind is int else 'a number'}; got {value!r}")
+            setattr(self, name, number)
+        if self.model_preset not in PRESETS:
+            raise ValueError(f"unknown model_preset {self.model_preset!r}; valid: {sorted(PRESETS)}")
+        if self.ode not in ODE_PRESETS:
+            raise ValueError(f"unknown ode preset {self.ode!r}; valid: {sorted(ODE_PRESETS)}")
+        if self.length < 2:
+            raise ValueError(f"length must be >= 2 (a window needs frames 0 and 1); got {self.length}")
+        for name in ("model_overrides", "ode_overrides"):
+            if not isinstance(getattr(self, name), dict):
+                raise TypeError(f"{name} must be a mapping; got {type(getattr(self, name)).__name__}")
+        if not 0.0 < self.iou_threshold < 1.0:
+            raise ValueError(f"iou_threshold must be in (0, 1); got {self.iou_threshold}")
+
+    def model_config(self) -> OFlowConfig:
+        """The model's sizes: the preset (quick-cut if asked), the overrides, ``seq_len = length``, the solver."""
+        cfg = preset(self.model_preset)
+        if self.model_quick:
+            cfg = cfg.quick()
+        over = dict(self.model_overrides)
+        if "ode" in over:
+            raise ValueError("model_overrides.ode: set the solver with `ode` and `ode_overrides` instead")
+        if over.pop("seq_len", self.length) != self.length:
+            raise ValueError(f"model_overrides.seq_len={self.model_overrides['seq_len']} differs from "
+                             f"length={self.length}; the window length is the model's seq_len, set `length`")
+        try:
+            ode = resolve_options(ode_preset(self.ode), **self.ode_overrides)
+        except TypeError as exc:
+            raise ValueError(f"ode_overrides: {exc}") from exc
+        return cfg.replace(**over, seq_len=self.length, ode=ode)
+
+
+_NUMERIC = {**dict.fromkeys(("vae_beta", "w_recon", "w_corr", "input_noise", "iou_threshold", "lr", "grad_clip"),
+                            float),
+            **dict.fromkeys(("length", "offset", "stride", "n_input_points", "n_points", "n_points_t",
+                             "n_corr_points", "n_eval_points", "val_max_windows", "batch_size", "max_steps",
+                             "log_every", "val_every", "ckpt_every", "seed", "num_workers"), int)}
+
+
+class OFlowTrainable(nn.Module):
+    """Training view of an :class:`OccupancyFlow`: ``forward(batch)`` returns the loss terms.
+
+    It registers the model's own submodules (not the model), so its state dict has exactly the model's
+    keys (``decoder.``, ``encoder.``, ``vector_field.``, ...) and a training checkpoint loads with
+    :func:`toolkit.oflow.model.load_checkpoint`. Going through ``forward`` lets the trainer wrap it
+    in DistributedDataParallel.
+    """
+
+    def __init__(self, model: OccupancyFlow, *, corr: bool = True, vae_beta: float = 1e-4, w_recon: float = 1.0,
+                 w_corr: float = 1.0):
+        super().__init__()
+        for name, child in model.named_children():
+            self.add_module(name, child)
+        object.__setattr__(self, "oflow", model)  # shares the submodules; not registered twice
+        self.corr, self.vae_beta, self.w_recon, self.w_corr = corr, vae_beta, w_recon, w_corr
+
+    def train(self, mode: bool = True) -> OFlowTrainable:
+        super().train(mode)
+        self.oflow.training = mode  # the shared children follow; keep the model's own flag in step
+        return self
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> OFlowLosses:
+        return compute_losses(self.oflow, batch, corr=self.corr, vae_beta=self.vae_beta, w_recon=self.w_recon,
+                              w_corr=self.w_corr)
+
+
+class TrainResult(NamedTuple):
+    model: OccupancyFlow
+    """The trained model (train mode; call ``.eval()`` before queries)."""
+    history: list[dict]
+    run_dir: Path
+    checkpoint: Path | None
+    config: OFlowTrainConfig
+
+
+class LoadedOFlow(NamedTuple):
+    model: OccupancyFlow
+    """The model, in eval mode."""
+    meta: dict
+    """What the checkpoint records: system, model_config, train_config, data, step (minimal for originals)."""
+
+
+def oflow_step(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One training pass through ``model(batch)`` (an :class:`OFlowTrainable`, possibly DDP-wrapped)."""
+    losses: OFlowLosses = model(batch)
+    logs = {"recon_t0": losses.recon_t0.detach(), "recon_t": losses.recon_t.detach()}
+    if getattr(model, "module", model).corr:
+        logs["corr"] = losses.corr.detach()
+    if getattr(model, "module", model).oflow.config.z_dim > 0:
+        logs["kl"] = losses.kl.detach()
+    return losses.total, logs
+
+
+# --------------------------------------------------------------------------------------------------
+# Training
+# --------------------------------------------------------------------------------------------------
+
+def prepare_data(config: OFlowTrainConfig) -> Path:
+    """The run's dataset folder, written first from ``config.synthetic`` when it does not exist.
+
+    Raises:
+        DataError: the folder is missing and the config has no ``synthetic`` settings.
+    """
+    root = _resolve(config.data_root)
+    if not root.exists():
+        if not config.synthetic:
+            raise DataError(root, "dataset folder not found (set `synthetic:` in the config to generate bodies)")
+        from toolkit.synthetic.bodies import write_body_dataset
+
+        write_body_dataset(root, **config.synthetic)
+    return root
+
+
+def train(config: OFlowTrainConfig, *, callbacks: Sequence[Callback] = (), resume: bool = True,
+          progress: bool = True, stop_at: int | None = None) -> TrainResult:
+    """Train an Occupancy Flow model on the windows of ``config.data_root``.
+
+    Args:
+        config: the run's settings (see :class:`OFlowTrainConfig`).
+        callbacks: trainer callbacks, e.g. :class:`toolkit.training.LivePlot` in a notebook.
+        resume: continue from the latest checkpoint in ``config.out_dir`` if there is one.
+        progress: show a progress bar.
+        stop_at: stop after this step (a later call with ``resume=True`` continues exactly).
+    Returns:
+        TrainResult with the model, the history (train and val records), the run folder and the latest
+        checkpoint.
+    Raises:
+        DataError: missing data (without ``synthetic`` settings), missing split lists or occupancy.
+    """
+    root = prepare_data(config)
+    model_cfg = config.model_config()
+    train_set = SequenceDataset(root, split=_split_arg(root, config.train_split), length=config.length,
+                                offset=config.offset, stride=config.stride, n_input_points=config.n_input_points,
+                                input_noise=config.input_noise, seed=config.seed, n_points=config.n_points,
+                                n_points_t=config.n_points_t, n_corr_points=config.n_corr_points)
+    val_set = evaluation_dataset(config) if config.val_split is not None else None
+    with torch.random.fork_rng(devices=[]):  # the initialisation depends on the seed alone
+        torch.manual_seed(config.seed)
+        model = OccupancyFlow(model_cfg)
+    trainable = OFlowTrainable(model, corr=config.loss_corr, vae_beta=config.vae_beta, w_recon=config.w_recon,
+                               w_corr=config.w_corr)
+    optimizer = torch.optim.Adam(trainable.parameters(), lr=config.lr)
+    val_fn = None
+    if val_set is not None:
+        windows = _spread(len(val_set), config.val_max_windows)
+        val_fn = lambda m: validation_metrics(m.oflow, val_set, windows, threshold=config.iou_threshold)
+    run_dir = _resolve(config.out_dir)
+    tcfg = TrainerConfig(max_steps=config.max_steps, batch_size=min(config.batch_size, len(train_set)),
+                         log_every=config.log_every, val_every=config.val_every, ckpt_every=config.ckpt_every,
+                         seed=config.seed, device=config.device, amp=config.amp, grad_clip=config.grad_clip,
+                         out_dir=str(run_dir), progress=progress, num_workers=config.num_workers)
+    trainer = Trainer(trainable, optimizer, oflow_step, config=tcfg, data=train_set, val_fn=val_fn,
+                      meta=_meta(config, model_cfg, train_set), callbacks=callbacks)
+    history = trainer.fit(resume=resume, max_steps=stop_at)
+    return TrainResult(model, history, run_dir, latest_checkpoint(run_dir), config)
+
+
+@torch.no_grad()
+def validation_metrics(model: OccupancyFlow, dataset: SequenceDataset, windows: Sequence[int], *,
+                       threshold: float = IOU_THRESHOLD, corr_points: int = 1000) -> dict[str, float]:
+    """The original's validation on evaluation windows of ``dataset``.
+
+    Returns:
+        ``iou`` (mean over windows and frames), ``iou_t0`` / ``iou_t1`` (first / last frame) and
+        ``corr_l2`` (mean distance of up to ``corr_points`` ground-truth frame-0 surface points carried
+        forward by the flow to their true later positions, frames 1..L-1).
+    """
+    ious, corr = [], []
+    for i in windows:
+        item = dataset[i]
+        codes = window_codes(model, item["inputs"])
+        if "points" in item:
+            ious.append(predict_window(model, item, threshold=threshold, codes=codes).iou)
+        pcl = item["pointcloud"][:, :corr_points].to(next(model.parameters()).device)
+        pred = model.transport_forward(codes, pcl[0][None], item["times"][1:].to(pcl))[0]
+        corr.append(float(torch.linalg.vector_norm(pred - pcl[1:], dim=-1).mean()))
+    out = {"corr_l2": float(np.mean(corr))}
+    if ious:
+        iou = np.nanmean(np.stack(ious), axis=0)
+        out.update(iou=float(np.nanmean(iou)), iou_t0=float(iou[0]), iou_t1=float(iou[-1]))
+    return out
+
+
+def evaluation_dataset(config: OFlowTrainConfig, split: str | list | None = "__val__", *,
+                       n_eval_points: int | None = None, eval_jitter: float = 1e-4) -> SequenceDataset:
+    """Evaluation windows (all frames, deterministic points) sampled with a run's settings.
+
+    Args:
+        config: the run's config (window length, input points and noise, seed).
+        split: a split name or list (default: the config's ``val_split``; None for every sequence).
+        n_eval_points: occupancy points per frame (default: the config's ``n_eval_points``).
+    """
+    root = prepare_data(config)
+    split = config.val_split if split == "__val__" else split
+    return SequenceDataset(root, split=_split_arg(root, split), eval=True, length=config.length,
+                           offset=config.offset, stride=config.stride, n_input_points=config.n_input_points,
+                           input_noise=config.input_noise, seed=config.seed, eval_jitter=eval_jitter,
+                           n_eval_points=config.n_eval_points if n_eval_points is None else n_eval_points)
+
+
+def train_from_config(config: str | os.PathLike, overrides: Sequence[str] = (), **kwargs) -> TrainResult:
+    """Train from a YAML config or packaged preset name (the ``python -m toolkit train oflow`` command).
+
+    Args:
+        config: ``quick``, ``completion``, ``generative``, ``representation``, ``paper`` or a YAML path.
+        overrides: ``key=value`` strings (values parsed as YAML), e.g. ``max_steps=50``.
+        **kwargs: passed to :func:`train`.
+    """
+    cfg = from_dict(OFlowTrainConfig, load_config_dict("oflow", config, overrides), f"oflow config {config}")
+    return train(cfg, **kwargs)
+
+
+# --------------------------------------------------------------------------------------------------
+# Checkpoints
+# --------------------------------------------------------------------------------------------------
+
+def load_oflow(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> LoadedOFlow:
+    """Load a model and its meta from a training checkpoint, a run folder, an export, or an original checkpoint.
+
+    Original checkpoints (``{'model': state_dict}`` with the original keys) load with sizes inferred from
+    their shapes and the original ODE settings; their meta is minimal.
+
+    Raises:
+        DataError: unreadable file, or a state dict that does not fit.
+    """
+    ck = load_checkpoint(path, map_location, weights_only=True)
+    try:
+        model = load_model_checkpoint(ck, map_location=map_location)
+    except DataError as exc:
+        raise DataError(path, exc.problem) from exc
+    meta = dict(ck.get("meta") or {"system": "oflow", "source": "original"})
+    meta.setdefault("model_config", model.config.to_dict())
+    meta.setdefault("step", ck.get("step"))
+    return LoadedOFlow(model.eval(), meta)
+
+
+def export_checkpoint(run_or_checkpoint: str | os.PathLike, out: str | os.PathLike, *, half: bool = False) -> Path:
+    """Write a slim, self-contained checkpoint (model, meta, step, validation history; no optimizer state).
+
+    This is how ``data/oflow_<kind>.pt`` is made from a finished run (see :func:`load_pretrained`).
+    """
+    ck = load_checkpoint(run_or_checkpoint)
+    state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in ck["model"].items()}
+    meta = dict(ck.get("meta") or {})
+    meta["step"] = ck.get("step")
+    val = [r for r in ck.get("history", []) if r.get("split") == "val"]
+    slim = {"format": "toolkit-oflow-export-1", "model": state, "meta": meta, "step": ck.get("step"), "history": val}
+    out = Path(out)
+    with atomic_write(out) as f:
+        torch.save(slim, f)
+    return out
+
+
+def shipped_checkpoint(kind: str = "completion") -> Path:
+    """Path of the small pretrained checkpoint ``data/oflow_<kind>.pt`` (see data/README.md)."""
+    from toolkit.paths import DATA_DIR
+
+    _check_kind(kind)
+    return DATA_DIR / f"oflow_{kind}.pt"
+
+
+def load_pretrained(kind: str = "completion", *, quick: bool = False, work_dir: str | os.PathLike | None = None,
+                    progress: bool = True) -> LoadedOFlow:
+    """The model later notebooks use: the shipped checkpoint, or a quick one trained on the spot.
+
+    Args:
+        kind: "completion" (point-cloud completion with correspondence loss) or "generative" (the VAE).
+        quick: skip the shipped checkpoint and use the quick model.
+        work_dir: where the quick data and run go (default ``data/generated``); an earlier quick run
+            there that reached its last step is reused.
+    Returns:
+        LoadedOFlow (eval mode). The quick model is tiny and trained for seconds on tiny synthetic
+        bodies: its numbers mean nothing; it only lets a notebook run alone.
+    """
+    from toolkit.paths import GENERATED_DIR
+
+    _check_kind(kind)
+    path = shipped_checkpoint(kind)
+    if path.exists() and not quick:
+        return load_oflow(path)
+    work = Path(work_dir) if work_dir else GENERATED_DIR
+    overrides = [f"data_root={work / 'bodies_quick'}", f"out_dir={work / 'runs' / f'oflow_quick_{kind}'}",
+                 *PRETRAINED_KINDS[kind]]
+    cfg = from_dict(OFlowTrainConfig, load_config_dict("oflow", "quick", overrides), "oflow quick config")
+    latest = latest_checkpoint(_resolve(cfg.out_dir))
+    if latest is None or load_checkpoint(latest).get("step", 0) < cfg.max_steps:
+        train(cfg, progress=progress)
+    return load_oflow(_resolve(cfg.out_dir))
+
+
+def training_data(loaded: LoadedOFlow) -> Path:
+    """The dataset folder a checkpoint was trained on, regenerated from its recorded generator settings if missing.
+
+    Synthetic bodies are a deterministic function of their settings, so a checkpoint that records them
+    can always get its ground truth back.
+    """
+    from toolkit.paths import REPO_ROOT
+
+    tc = loaded.meta.get("train_config") or {}
+    root = Path(tc.get("data_root", ""))
+    if not root.is_absolute():  # packaged configs (and shipped checkpoints) use repository-relative paths
+        root = REPO_ROOT / root
+    if root.exists() and any(root.iterdir()):
+        return root
+    if not tc.get("synthetic"):
+        raise DataError(root, "training data not found and the checkpoint records no generator settings")
+    from toolkit.synthetic.bodies import write_body_dataset
+
+    write_body_dataset(root, **tc["synthetic"])
+    return root
+
+
+# --------------------------------------------------------------------------------------------------
+# Real scans
+# --------------------------------------------------------------------------------------------------
+
+def prepare_scan_sequence(source: str | os.PathLike, work_dir: str | os.PathLike, *, n_points: int = 100_000,
+                          resolution: int = 128, seed: int = 0, progress: bool = True) -> Path:
+    """A working copy of a scanned sequence (``pcl_seq`` only, e.g. the D-FAUST demo) with occupancy labels.
+
+    The ``pcl_seq`` frames are copied to ``<work_dir>/<sequence name>/`` (the source, often read-only
+    reference data, is never written), then ``points_seq`` is derived from the surface points with
+    :func:`toolkit.oflow.occupancy.derive_scan_occupancy`. An existing copy made with the same settings is
+    reused; ``occupancy.json`` there records the settings and each frame's inside fraction and volume.
+
+    Returns:
+        The working sequence folder, ready for :class:`toolkit.oflow.data.SequenceDataset`.
+    """
+    import json
+
+    from toolkit.oflow.occupancy import derive_scan_occupancy
+
+    src = Path(source)
+    if src.name == PCL_DIR:
+        src = src.parent
+    files = list_frames(src / PCL_DIR)
+    dst = Path(work_dir) / src.name
+    settings = {"source": str(src.resolve()), "n_points": int(n_points), "resolution": int(resolution),
+                "seed": int(seed), "frames": [p.name for p in files]}
+    record = dst / "occupancy.json"
+    try:
+        if json.loads(record.read_text())["settings"] == settings and (dst / POINTS_DIR).is_dir():
+            return dst
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    if dst.exists():  # stale copy (other settings or interrupted): start clean
+        shutil.rmtree(dst)
+    for path in files:
+        with atomic_write(dst / PCL_DIR / path.name, "wb") as f:
+            f.write(path.read_bytes())
+    occ = derive_scan_occupancy(dst, n_points=n_points, seed=seed, resolution=resolution, progress=progress)
+    stats = {"inside_fraction": occ.inside_fraction.tolist(), "volume": occ.volume.tolist(),
+             "world_volume": occ.world_volume.tolist(), "n_bodies": occ.n_bodies.tolist()}
+    atomic_save_text(record, json.dumps({"settings": settings, **stats}, indent=1) + "\n")
+    return dst
+
+
+# --------------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------------
+
+def _meta(config: OFlowTrainConfig, model_cfg: OFlowConfig, dataset: SequenceDataset) -> dict[str, Any]:
+    return {
+        "system": "oflow", "model_config": model_cfg.to_dict(), "train_config": dataclasses.asdict(config),
+        "data": {
+            "root": str(config.data_root),
+            "sequences": [f"{s.category}/{s.name}" if s.category else s.name for s in dataset.sequences],
+            "windows": len(dataset), "length": config.length,
+            "times": "t_i = i / (L - 1) for frame i of an L-frame window",
+            "coordinates": "frame-0 normalised: (loc_i + scale_i * p_i - loc_0) / scale_0, loc/scale of pcl_seq "
+                           "(bounding-box centre, largest side) of the window's first frame",
+            "box_half": 0.55,
+        },
+        "iou_threshold": config.iou_threshold,
+    }
+
+
+def _split_arg(root: Path, split: str | list | None) -> str | list[str] | None:
+    """A split name, None, or the union of several split lists as sequence names."""
+    if split is None or isinstance(split, str):
+        return split
+    names: list[str] = []
+    for s in split:
+        for info in find_sequences(root, str(s)):
+            key = f"{info.category}/{info.name}" if info.category else info.name
+            if key not in names:
+                names.append(key)
+    return names
+
+
+def _spread(n: int, limit: int | None) -> list[int]:
+    if limit is None or n <= limit:
+        return list(range(n))
+    return sorted(set(np.linspace(0, n - 1, max(int(limit), 1)).round().astype(int).tolist()))
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in PRETRAINED_KINDS:
+        raise ValueError(f"unknown pretrained kind {kind!r}; valid: {sorted(PRETRAINED_KINDS)}")
+
+
+def _resolve(path: str | os.PathLike) -> Path:
+    return Path(path).expanduser()
