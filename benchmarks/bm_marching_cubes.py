@@ -11,32 +11,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 
 import mcubes
 import numpy as np
 import torch
 
 from toolkit.kernels import _dispatch
-from toolkit.kernels._testing import sphere_lattice
+from toolkit.kernels._testing import sphere_lattice, timed
 from toolkit.kernels.marching_cubes import marching_cubes, marching_cubes_reference
-
-
-def timed(fn, repeats: int, device: torch.device) -> tuple[float, object, float | None]:
-    """(best wall time of ``repeats`` runs after one warm-up, last result, peak CUDA memory in MB or None)."""
-    result = fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
-    peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
-    return best, result, peak
 
 
 def same_mesh(out, verts: np.ndarray, faces: np.ndarray) -> str:

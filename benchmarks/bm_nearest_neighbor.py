@@ -12,33 +12,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 
 import numpy as np
 import torch
 
 from toolkit.kernels import _dispatch
-from toolkit.kernels._testing import point_cloud
+from toolkit.kernels._testing import point_cloud, timed
 from toolkit.kernels.nearest_neighbor import chamfer
-
-
-def timed(fn, repeats: int, device: torch.device, *,
-          warmup: bool = True) -> tuple[float, object, float | None]:
-    """(best wall time of ``repeats`` runs, after one warm-up run unless ``warmup`` is False, last result,
-    peak CUDA memory in MB or None)."""
-    result = fn() if warmup else None  # warm-up: compiles the kernel, fills caches
-    best = float("inf")
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
-    peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
-    return best, result, peak
 
 
 def kdtree_chamfer(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

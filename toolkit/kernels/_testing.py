@@ -1,6 +1,7 @@
 """Seeded input builders shared by tests/kernels and benchmarks/bm_{nearest_neighbor,marching_cubes}.py."""
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -102,3 +103,22 @@ def _de_bruijn(k: int, n: int) -> list[int]:
 
     walk(1, 1)
     return seq
+
+
+def timed(fn, repeats: int, device: torch.device, *,
+          warmup: bool = True) -> tuple[float, object, float | None]:
+    """(best wall time of ``repeats`` runs, after one warm-up run unless ``warmup`` is False, last result,
+    peak CUDA memory in MB or None)."""
+    result = fn() if warmup else None  # warm-up: compiles the kernel, fills caches
+    best = float("inf")
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
+    return best, result, peak
