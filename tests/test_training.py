@@ -374,3 +374,14 @@ def test_live_plot_is_silent_outside_notebooks_and_updates_inside(monkeypatch):
     t = _trainer(None, callbacks=[LivePlot(min_interval=1e9)])
     t.fit()
     assert [kind for kind, _ in shown] == ["display", "update"]
+
+
+def test_schedule_added_on_resume_is_replayed_to_the_checkpoint_step(tmp_path):
+    """A constant-rate run continued with a scheduler resumes at the rate the schedule gives at that step."""
+    plain = _trainer(tmp_path / "run", max_steps=7)
+    plain.scheduler = None
+    plain.fit()
+    resumed = _trainer(tmp_path / "run", max_steps=8)  # StepLR(5, 0.5): step 7 lies past one decay
+    resumed.fit(resume=True)
+    assert resumed.optimizer.param_groups[0]["lr"] == pytest.approx(1e-2 * 0.5)
+    assert resumed.scheduler.last_epoch == 8

@@ -606,6 +606,12 @@ class Trainer:
             raise DataError(path, f"optimizer does not match the checkpoint: {exc}") from exc
         if self.scheduler is not None and ck.get("scheduler") is not None:
             self.scheduler.load_state_dict(ck["scheduler"])
+        elif self.scheduler is not None:
+            # A schedule added when continuing a constant-rate run: replay it to the checkpoint's step.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "scheduler.step() before optimizer.step()"
+                for _ in range(int(ck["step"])):
+                    self.scheduler.step()
         saved = ck["trainer_config"]
         changed = [k for k in ("seed", "batch_size", "drop_last", "log_every", "amp")
                    if saved.get(k) != getattr(self.config, k)]

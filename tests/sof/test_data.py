@@ -499,3 +499,50 @@ def test_no_warnings_on_good_dataset(good):
         warnings.simplefilter("error")
         ds = SofDataset(good, num_rays=10)
         _ = [ds[i] for i in range(len(ds))]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Depth maps (optional depth supervision)
+# ----------------------------------------------------------------------------------------------------
+
+def _depth_dataset(root: Path) -> tuple[Path, np.ndarray]:
+    """Two views whose depth is a closed-form ramp on the pattern's foreground (labels > 0)."""
+    cam2world, K = _cameras(2)
+    labels = np.stack([_pattern(v) for v in range(2)])
+    rows, cols = np.mgrid[:SIZE, :SIZE]
+    depth = np.stack([4.0 + 0.01 * rows + 0.02 * cols + 0.5 * v for v in range(2)])
+    depth[labels == 0] = np.inf
+    write_instance(root / "a", labels, cam2world, K, depth=depth)
+    write_meta(root, projection="ortho", image_size=SIZE)
+    return root, depth
+
+
+def test_depth_round_trip_and_dataset_serves_it(tmp_path):
+    root, depth = _depth_dataset(tmp_path / "d")
+    inst = read_dataset(root).instances["a"]
+    assert sorted(inst.depth_files) == [0, 1]
+    near, far = inst.zrange[1]
+    assert near < depth[1][np.isfinite(depth[1])].min() and far > depth[1][np.isfinite(depth[1])].max()
+    back = inst.read_depth(1)
+    fg = np.isfinite(depth[1])
+    np.testing.assert_array_equal(np.isnan(back), ~fg)
+    np.testing.assert_allclose(back[fg], depth[1][fg], atol=(far - near) / 65535)  # 16-bit quantisation
+
+    ds = SofDataset(root, image_size=8, num_rays=20, with_depth=True)
+    item = ds[1]
+    expected = resize_labels_nearest(back, 8).reshape(-1)[item["pixel_index"].numpy()]
+    np.testing.assert_array_equal(item["depth"].numpy(), expected)
+    np.testing.assert_array_equal(np.isfinite(item["depth"].numpy()), item["labels"].numpy() > 0)
+    assert "depth" not in SofDataset(root, image_size=8)[0]
+
+
+def test_depth_errors_name_the_file(tmp_path, good):
+    with pytest.raises(DataError, match=r"with_depth: 6 served view\(s\) have no depth_XX.png"):
+        SofDataset(good, image_size=8, with_depth=True)
+    root, _ = _depth_dataset(tmp_path / "d")
+    (root / "a" / "zRange.npy").unlink()
+    assert any("need zRange.npy" in p.message for p in validate_dataset(root))
+    root, _ = _depth_dataset(tmp_path / "e")
+    Image.fromarray(np.zeros((SIZE, SIZE, 3), np.uint8)).save(root / "a" / "depth_01.png")
+    with pytest.raises(DataError, match=r"depth_01.png.*expected a single-channel 8- or 16-bit depth map"):
+        SofDataset(root, image_size=8, with_depth=True)[1]

@@ -11,6 +11,8 @@ Layout (the original's, as read by its ``FaceClassDataset``)::
         cam2world.npy           (V, 4, 4) OpenCV cam2world, row v = view id v
         intrinsic.npy           (3, 3), (1, 3, 3) or (V, 3, 3) pixel intrinsics of the stored PNGs
         zRange.npy              optional (V, 2) near/far per view
+        depth_XX.png            optional camera-space depth: 8- or 16-bit, 0 = background, value/max maps
+                                linearly into that view's zRange (needs zRange.npy)
 
 ``meta.json`` keys: ``projection`` ("ortho" | "perspective"), ``image_size`` (side of the stored label
 maps in pixels), ``label_set`` (a :mod:`toolkit.labels` key), ``pixel_center`` (0.0: the original's
@@ -123,6 +125,7 @@ class SofInstance:
         cam2world: (R, 4, 4) float64 OpenCV cam2world; row v is the pose of view v.
         intrinsics: (R, 3, 3) float64 pixel intrinsics of the stored PNGs (a shared K broadcast).
         zrange: (R, 2) float64 near/far per view, or None.
+        depth_files: view id -> its ``depth_XX.png`` (only views that have one).
     """
 
     name: str
@@ -132,6 +135,16 @@ class SofInstance:
     cam2world: np.ndarray
     intrinsics: np.ndarray
     zrange: np.ndarray | None = None
+    depth_files: dict[int, Path] = field(default_factory=dict)
+
+    def read_depth(self, view_id: int) -> np.ndarray:
+        """(H, W) float32 camera-space depth of a view; NaN on background (DataError if it has none)."""
+        if view_id not in self.depth_files:
+            raise DataError(self.folder, f"no depth_{view_id:02d}.png (views with depth: {sorted(self.depth_files)})")
+        if self.zrange is None:
+            raise DataError(self.folder, f"depth maps need {ZRANGE_FILE} (their near/far range)")
+        near, far = self.zrange[view_id]
+        return read_depth_png(self.depth_files[view_id], near, far)
 
     def read_labels(self, view_id: int, num_classes: int = 20) -> np.ndarray:
         """(H, W) uint8 label map of a view at its stored size (DataError for unreadable or out-of-range ids)."""
@@ -453,8 +466,10 @@ class SofDataset(Dataset):
     - ``intrinsics``: (3, 3) float32, scaled to ``image_size`` as the original does (fx, cx by S/W;
       fy, cy by S/H).
     - ``pixel_index``: (N,) int64 row-major pixel index (row · S + column) of each ray.
+    - ``depth`` (only with ``with_depth``): (N,) float32 camera-space depth, NaN on background,
+      nearest-resized like the labels.
 
-    Label maps are read on first use and cached at ``image_size`` (uint8).
+    Label (and depth) maps are read on first use and cached at ``image_size``.
 
     Args:
         root: dataset folder.
@@ -467,13 +482,15 @@ class SofDataset(Dataset):
         seed: ray-subset seed (>= 0).
         projection: camera model when meta.json does not state one (default "ortho").
         validate: read and check every label PNG up front (otherwise only structure and cameras).
+        with_depth: also serve each view's ``depth_XX.png`` (for depth supervision).
     Raises:
-        DataError: the dataset has problems (all listed), or the split names unknown instances or views.
+        DataError: the dataset has problems (all listed), the split names unknown instances or views, or
+            ``with_depth`` is set and a served view has no depth map.
     """
 
     def __init__(self, root: str | os.PathLike, *, split: Sequence[tuple[str, int]] | None = None,
                  instances: Sequence[str] | None = None, image_size: int = 128, num_rays: int | None = None,
-                 seed: int = 0, projection: str | None = None, validate: bool = True):
+                 seed: int = 0, projection: str | None = None, validate: bool = True, with_depth: bool = False):
         if int(image_size) != image_size or image_size <= 0:
             raise ValueError(f"image_size must be a positive integer; got {image_size!r}")
         if num_rays is not None and not (0 < int(num_rays) <= image_size ** 2):
@@ -496,8 +513,15 @@ class SofDataset(Dataset):
                 raise DataError(self.root, f"instances {_short_list(missing)} are not instance folders")
         self._index = {n: i for i, n in enumerate(self.instance_names)}
         self.samples = self._resolve_samples(split)
+        self.with_depth = bool(with_depth)
+        if self.with_depth:
+            missing = [(n, v) for n, v in self.samples if v not in self.data.instances[n].depth_files]
+            if missing:
+                raise DataError(self.root, f"with_depth: {len(missing)} served view(s) have no depth_XX.png, "
+                                           f"e.g. {_short_list(missing)}")
         self._uv = pixel_grid(self.image_size, self.image_size, self.meta.pixel_center)
         self._cache: dict[tuple[str, int], tuple[torch.Tensor, tuple[int, int]]] = {}
+        self._depth_cache: dict[tuple[str, int], torch.Tensor] = {}
 
     @classmethod
     def from_split(cls, root: str | os.PathLike, split: Split, subset: str = "train", **kwargs) -> SofDataset:
@@ -549,7 +573,7 @@ class SofDataset(Dataset):
         K = scale_intrinsics(instance.intrinsics[view], size / w, size / h, pixel_center=self.meta.pixel_center)
         pixels = self.ray_indices(name, view)
         full = self.num_rays is None  # plain copies instead of gathers for whole images
-        return {
+        item = {
             "instance_idx": torch.tensor(self._index[name], dtype=torch.int64),
             "view_id": torch.tensor(view, dtype=torch.int64),
             "uv": self._uv.clone() if full else self._uv[pixels],
@@ -558,6 +582,10 @@ class SofDataset(Dataset):
             "intrinsics": torch.from_numpy(K.astype(np.float32)),
             "pixel_index": pixels,
         }
+        if self.with_depth:
+            depth = self._depth(name, view)
+            item["depth"] = depth.clone() if full else depth[pixels]
+        return item
 
     def ray_indices(self, name: str, view: int) -> torch.Tensor:
         """(N,) int64 sorted row-major pixel indices served for a view at the current epoch."""
@@ -579,6 +607,18 @@ class SofDataset(Dataset):
             resized = resize_labels_nearest(raw, self.image_size, pixel_center=self.meta.pixel_center)
             self._cache[key] = (torch.from_numpy(np.ascontiguousarray(resized).reshape(-1)), raw.shape)
         return self._cache[key]
+
+    def _depth(self, name: str, view: int) -> torch.Tensor:
+        key = (name, view)
+        if key not in self._depth_cache:
+            raw = self.data.instances[name].read_depth(view)
+            labels_shape = self._labels(name, view)[1]
+            if raw.shape != labels_shape:
+                raise DataError(self.data.instances[name].depth_files[view],
+                                f"depth map shape {raw.shape} differs from its label map's {labels_shape}")
+            resized = resize_labels_nearest(raw, self.image_size, pixel_center=self.meta.pixel_center)
+            self._depth_cache[key] = torch.from_numpy(np.ascontiguousarray(resized).reshape(-1))
+        return self._depth_cache[key]
 
     def _resolve_samples(self, split) -> list[tuple[str, int]]:
         if split is None:
@@ -659,7 +699,8 @@ def convert_celebamask(masks_dir: str | os.PathLike, out: str | os.PathLike, *, 
 
 
 def write_instance(folder: str | os.PathLike, labels: np.ndarray, cam2world: np.ndarray, intrinsics: np.ndarray,
-                   zrange: np.ndarray | None = None, view_ids: list[int] | None = None) -> Path:
+                   zrange: np.ndarray | None = None, view_ids: list[int] | None = None,
+                   depth: np.ndarray | None = None) -> Path:
     """Write one instance folder in the original layout, atomically file by file.
 
     Args:
@@ -667,8 +708,10 @@ def write_instance(folder: str | os.PathLike, labels: np.ndarray, cam2world: np.
         labels: (V, H, W) integer SOF ids.
         cam2world: (V, 4, 4) OpenCV cam2world, row v belongs to view id ``view_ids[v]``.
         intrinsics: (3, 3) shared or (V, 3, 3) per-view pixel intrinsics.
-        zrange: optional (V, 2) near/far.
+        zrange: optional (V, 2) near/far; with ``depth`` and no zrange, each view's depth range.
         view_ids: view ids (default 0..V-1). cam2world.npy is indexed by view id, so ids must be 0..V-1.
+        depth: optional (V, H, W) camera-space depth, non-finite on background, written as 16-bit
+            ``depth_XX.png`` (see :func:`write_depth_png`).
     """
     folder = Path(folder)
     labels = np.asarray(labels)
@@ -681,17 +724,80 @@ def write_instance(folder: str | os.PathLike, labels: np.ndarray, cam2world: np.
     cam2world = np.asarray(cam2world, dtype=np.float64)
     if cam2world.shape != (num_views, 4, 4):
         raise ValueError(f"cam2world must be ({num_views}, 4, 4); got {cam2world.shape}")
+    if depth is not None:
+        depth = np.asarray(depth, dtype=np.float64)
+        if depth.shape != labels.shape:
+            raise ValueError(f"depth must have the labels' shape {labels.shape}; got {depth.shape}")
+        if zrange is None:
+            zrange = np.array([_depth_range(d) for d in depth])
     folder.mkdir(parents=True, exist_ok=True)
     order = np.argsort(view_ids)
-    for v, lab in zip(view_ids, labels):
+    for i, (v, lab) in enumerate(zip(view_ids, labels)):
         write_label_png(folder / f"seg_{v:02d}.png", lab)
         write_rgb_png(folder / f"seg_vis_{v:02d}.png", SOF20_CELEBAMASK_PALETTE[lab.astype(np.int64)])
+        if depth is not None:
+            write_depth_png(folder / f"depth_{v:02d}.png", depth[i], *np.asarray(zrange)[i])
     atomic_save_npy(folder / "cam2world.npy", cam2world[order])
     K = np.asarray(intrinsics, dtype=np.float64)
     atomic_save_npy(folder / "intrinsic.npy", K[order] if K.ndim == 3 else K)
     if zrange is not None:
         atomic_save_npy(folder / "zRange.npy", np.asarray(zrange, dtype=np.float64)[order])
     return folder
+
+
+def write_depth_png(path: str | os.PathLike, depth: np.ndarray, near: float, far: float) -> None:
+    """Write (H, W) depth as a 16-bit PNG: 0 on background (non-finite), else 1..65535 linear in [near, far].
+
+    The 8-bit files the original assumed quantise a 0.5-unit range to 2 mm; 16 bits keep 8 µm.
+    """
+    from PIL import Image
+
+    from toolkit.io import atomic_write
+
+    depth = np.asarray(depth, dtype=np.float64)
+    if depth.ndim != 2:
+        raise ValueError(f"depth must be (H, W); got shape {depth.shape}")
+    if not (np.isfinite(near) and np.isfinite(far) and near < far):
+        raise ValueError(f"near/far must be finite with near < far; got {near}, {far}")
+    fg = np.isfinite(depth)
+    if np.any((depth[fg] < near) | (depth[fg] > far)):
+        raise ValueError(f"depth range {depth[fg].min():.4g}..{depth[fg].max():.4g} exceeds [{near}, {far}]")
+    codes = np.zeros(depth.shape, dtype=np.uint16)
+    codes[fg] = np.clip(np.rint((depth[fg] - near) / (far - near) * 65535), 1, 65535).astype(np.uint16)
+    with atomic_write(path) as f:
+        Image.fromarray(codes).save(f, format="PNG")
+
+
+def read_depth_png(path: str | os.PathLike, near: float, far: float) -> np.ndarray:
+    """(H, W) float32 depth from an 8- or 16-bit depth PNG (value/max in [near, far]); NaN where 0."""
+    from PIL import Image
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "file not found")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            mode, codes = img.mode, np.array(img)
+    except Exception as exc:
+        raise DataError(path, f"unreadable PNG ({exc})") from exc
+    full_scale = {"L": 255, "I;16": 65535, "I": 65535}.get(mode)
+    if full_scale is None or codes.ndim != 2:
+        raise DataError(path, f"expected a single-channel 8- or 16-bit depth map, got mode {mode} shape {codes.shape}")
+    if codes.size and int(codes.max()) > full_scale:
+        raise DataError(path, f"depth codes up to {int(codes.max())} exceed 16 bits")
+    depth = near + codes.astype(np.float64) / full_scale * (far - near)
+    return np.where(codes > 0, depth, np.nan).astype(np.float32)
+
+
+def _depth_range(depth: np.ndarray) -> tuple[float, float]:
+    """A near/far pair that brackets a view's finite depths (a unit range around 1 when it has none)."""
+    fg = depth[np.isfinite(depth)]
+    if fg.size == 0:
+        return 0.5, 1.5
+    lo, hi = float(fg.min()), float(fg.max())
+    pad = max(1e-3, 0.01 * (hi - lo))
+    return lo - pad, hi + pad
 
 
 def write_meta(root: str | os.PathLike, *, projection: str, image_size: int, label_set: str = "sof20",
@@ -759,6 +865,7 @@ def _scan_instance(folder: Path, meta: SofMeta, excluded: set[int], check_labels
     problems: list[Problem] = []
     segs: dict[int, list[Path]] = {}
     vis: dict[int, Path] = {}
+    depths: dict[int, Path] = {}
     for path in sorted(folder.iterdir()):
         name = path.name
         if name.startswith(".") or not path.is_file():
@@ -767,7 +874,9 @@ def _scan_instance(folder: Path, meta: SofMeta, excluded: set[int], check_labels
             segs.setdefault(int(m.group(1)), []).append(path)
         elif m := _VIS_RE.match(name):
             vis[int(m.group(1))] = path
-        elif name in _KNOWN_FILES or _DEPTH_RE.match(name):
+        elif m := _DEPTH_RE.match(name):
+            depths[int(m.group(1))] = path
+        elif name in _KNOWN_FILES:
             continue
         elif path.suffix.lower() in _IMAGE_SUFFIXES or name.startswith("seg"):
             problems.append(Problem(path, "unexpected file that looks like a view: label maps must be named "
@@ -796,13 +905,19 @@ def _scan_instance(folder: Path, meta: SofMeta, excluded: set[int], check_labels
     rows = len(cam2world) if cam2world is not None else (max(view_ids) + 1 if view_ids else 0)
     intrinsics = _read_intrinsics(folder, rows, cam2world is not None, checked, problems)
     zrange = _read_zrange(folder, rows, checked, problems)
+    for v, path in sorted(depths.items()):
+        if v not in label_files:
+            problems.append(Problem(path, f"depth map without its label map seg_{v:02d}.png"))
+    if depths and not (folder / ZRANGE_FILE).exists():
+        problems.append(Problem(folder, f"depth_XX.png maps need {ZRANGE_FILE} (near/far per view) to be read"))
     cameras_ok = len(problems) == n_before
     if check_labels:
         _check_label_maps(label_files, checked, meta, problems)
 
     instance = None
     if cameras_ok and view_ids and cam2world is not None and intrinsics is not None:
-        instance = SofInstance(folder.name, folder, tuple(view_ids), label_files, cam2world, intrinsics, zrange)
+        instance = SofInstance(folder.name, folder, tuple(view_ids), label_files, cam2world, intrinsics, zrange,
+                               {v: p for v, p in depths.items() if v in label_files})
     return _InstanceScan(instance, view_ids, problems)
 
 

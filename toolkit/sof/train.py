@@ -58,6 +58,9 @@ class SofTrainConfig:
     """Images per step (the original: 8)."""
     lr: float = 5e-5
     """Adam learning rate (the original: 5e-5)."""
+    lr_milestones: list | None = None
+    """Steps at which the learning rate is multiplied by ``lr_gamma`` (None: constant, the original)."""
+    lr_gamma: float = 0.3
     max_steps: int = 1000
     log_every: int = 50
     val_every: int = 500
@@ -154,7 +157,7 @@ def train_multiview(config: SofTrainConfig, *, callbacks: Sequence[Callback] = (
     split = Split.load(split_path) if resume and split_path.exists() else make_split(
         root, val_views_per_instance=config.val_views_per_instance, seed=config.seed)
     train_set = SofDataset.from_split(root, split, "train", image_size=config.image_size, num_rays=config.num_rays,
-                                      seed=config.seed)
+                                      seed=config.seed, with_depth=_depth_supervised(config))
     with torch.random.fork_rng(devices=[]):  # the initialisation depends on the seed alone
         torch.manual_seed(config.seed)
         sof = SOFModel(model_config(config.model_preset, num_instances=len(split.instances),
@@ -194,7 +197,7 @@ def fit_codes(config: SofTrainConfig, *, callbacks: Sequence[Callback] = (), res
         raise DataError(root, f"no views {fit_views} to fit")
     split = Split(instances=names, train=train_pairs, val=val_pairs, seed=config.seed, val_views_per_instance=0)
     train_set = SofDataset.from_split(root, split, "train", image_size=config.image_size, num_rays=config.num_rays,
-                                      seed=config.seed)
+                                      seed=config.seed, with_depth=_depth_supervised(config))
     sof = _fresh_codes(base.model, len(names), seed=config.seed)
     positions = targets = None
     if config.optimize_camera:
@@ -404,10 +407,17 @@ def train_from_config(config: str | os.PathLike, overrides: Sequence[str] = (), 
 def sof_step(model: SofTrainable, batch: dict[str, torch.Tensor], weights: LossWeights):
     """One training pass: the loss terms of :func:`toolkit.sof.losses.sof_losses` and pixel accuracy."""
     out, z = model(batch)
-    losses = sof_losses(out.logits, out.depth, batch["labels"], z, weights=weights)
+    target_depth = mask = None
+    if "depth" in batch:  # NaN on background: masked out, and zeroed so that 0 * NaN cannot reach the loss
+        mask = (batch["labels"] > 0) & torch.isfinite(batch["depth"])
+        target_depth = torch.nan_to_num(batch["depth"], nan=0.0)
+    losses = sof_losses(out.logits, out.depth, batch["labels"], z, weights=weights, target_depth=target_depth,
+                        depth_mask=mask)
     accuracy = (out.logits.detach().argmax(-1) == batch["labels"]).float().mean()
     logs = {"ce": losses.segmentation.detach(), "depth_reg": losses.negative_depth.detach(),
             "latent": losses.latent.detach(), "pixel_acc": accuracy}
+    if weights.depth_supervision > 0:
+        logs["depth_sup"] = losses.depth_supervision.detach()
     return losses.total, logs
 
 
@@ -419,8 +429,14 @@ def _trainer(trainable, optimizer, config: SofTrainConfig, train_set, val_fn, me
                          val_every=config.val_every, ckpt_every=config.ckpt_every, seed=config.seed,
                          device=config.device, amp=config.amp, out_dir=str(run_dir), progress=progress,
                          keep_last=config.keep_last)
+    scheduler = (torch.optim.lr_scheduler.MultiStepLR(optimizer, sorted(int(m) for m in config.lr_milestones),
+                                                      gamma=config.lr_gamma) if config.lr_milestones else None)
     return Trainer(trainable, optimizer, lambda m, b: sof_step(m, b, weights), config=tcfg, data=train_set,
-                   val_fn=val_fn, meta=meta, callbacks=callbacks)
+                   val_fn=val_fn, meta=meta, callbacks=callbacks, scheduler=scheduler)
+
+
+def _depth_supervised(config: SofTrainConfig) -> bool:
+    return float(dict(config.loss).get("depth_supervision", 0.0)) > 0
 
 
 def _meta(config: SofTrainConfig, sof: SOFModel, dataset: SofDataset, split: Split) -> dict:

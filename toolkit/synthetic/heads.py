@@ -429,14 +429,17 @@ def portrait_cameras(views: int, rng: np.random.Generator, projection: str = "or
 
 
 def write_portrait_dataset(out: str | os.PathLike, *, instances: int = 8, views: int = 12, size: int = 128,
-                           projection: str = "ortho", seed: int = 0, device: str | torch.device = "cpu") -> Path:
+                           projection: str = "ortho", seed: int = 0, device: str | torch.device = "cpu",
+                           depth: bool = True) -> Path:
     """Write a SOF-format dataset of procedural portraits with their exact 3D ground truth.
 
     Instance i draws its head and cameras from ``np.random.default_rng([seed, i])``: view 00 is the
     frontal camera (yaw = pitch = 0), the others random orbit cameras (:data:`CAMERA_SETUPS`);
     intrinsics are ``default_intrinsics(size, projection)`` and pixels use the original's integer
     convention (pixel_center = 0). Layout: ``out/meta.json`` and ``out/<i:05d>/`` with the files of
-    :func:`toolkit.sof.data.write_instance` plus ``head.json`` (``{"params": ...}``, see :func:`load_head`).
+    :func:`toolkit.sof.data.write_instance` plus ``head.json`` (``{"params": ...}``, see :func:`load_head`);
+    with ``depth`` also the exact first-hit depth of every pixel (``depth_XX.png`` and ``zRange.npy``),
+    which optional depth supervision trains on.
     Rendering defaults to the CPU so that a seed gives the same files on every machine (a GPU may differ
     from it on a few grazing pixels).
 
@@ -457,9 +460,9 @@ def write_portrait_dataset(out: str | os.PathLike, *, instances: int = 8, views:
         rng = np.random.default_rng([seed, i])
         params = sample_head(rng)
         cams = portrait_cameras(views, rng, projection)
-        labels = SyntheticHead(params).render(cams, K, size, size, projection=projection, device=device)
+        cast = SyntheticHead(params).raycast(cams, K, size, size, projection=projection, device=device)
         folder = out / f"{i:05d}"
-        write_instance(folder, labels, cams, K)
+        write_instance(folder, cast.labels, cams, K, depth=cast.depth if depth else None)
         record = {"generator": "toolkit.synthetic.heads", "seed": [int(seed), i], "params": params.to_dict()}
         atomic_save_text(folder / HEAD_FILE, json.dumps(record, indent=2) + "\n")
     setup = CAMERA_SETUPS[projection]
