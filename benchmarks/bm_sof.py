@@ -4,7 +4,9 @@ Prints, side by side in one run, the toolkit's path against a plain path that do
 - training: a train step (forward + backward + Adam) on random ray subsets vs the original's full 128x128
   images (the original had no ray subsets); both report rays/s.
 - rendering: ``model.render`` with cached hypernetwork weights and ray chunks under no_grad vs a plain
-  forward that regenerates the phi weights per call and marches the full image with autograd enabled.
+  forward that regenerates the phi weights per call and marches the full image with autograd enabled;
+  then ``toolkit.sof.render.render_label_maps`` (4096-ray chunks on a CPU) vs the same with
+  ``compile=True`` (marching steps through torch.compile, compiled once before timing).
 
 Usage: python benchmarks/bm_sof.py [--device cuda] [--repeats 3]
 """
@@ -17,6 +19,7 @@ import torch
 
 from toolkit.geometry.cameras import default_intrinsics, orbit_cameras, pixel_grid
 from toolkit.sof.model import SOFModel, model_config
+from toolkit.sof.render import render_label_maps
 
 SHIPPED = {"latent_dim": 32, "phi_width": 64, "marcher_width": 64}
 
@@ -71,11 +74,20 @@ def bench(name: str, overrides: dict, device: torch.device, repeats: int, batch:
 
     t_fast = _time(fast_render, device, repeats)
     t_plain = _time(plain_render, device, repeats)
+    cam1, K1, code = cams[:1].cpu().numpy(), K[0].cpu().numpy(), z1[0].detach()
+    t_maps = _time(lambda: render_label_maps(model, code, cam1, K1, size), device, repeats)
+    start = time.perf_counter()
+    render_label_maps(model, code, cam1, K1, size, compile=True)  # compiles the marching step
+    t_compile = time.perf_counter() - start
+    t_compiled = _time(lambda: render_label_maps(model, code, cam1, K1, size, compile=True), device, repeats)
     n_sub, n_full = batch * rays, batch * size * size
     print(f"{name:8s} train: {n_sub / t_subset:9.0f} rays/s (ray subsets, {batch}x{rays})  "
           f"{n_full / t_full:9.0f} rays/s (plain: full {size}x{size} images)  ratio {t_full / n_full * n_sub / t_subset:5.2f}x")
     print(f"{name:8s} render {size}x{size}: {1 / t_fast:7.2f} frames/s (cached, chunked, no_grad)  "
           f"{1 / t_plain:7.2f} frames/s (plain forward)  ratio {t_plain / t_fast:5.2f}x")
+    print(f"{name:8s} render {size}x{size}: {1 / t_compiled:7.2f} frames/s (render_label_maps compile=True, "
+          f"compiled in {t_compile:.0f} s)  {1 / t_maps:7.2f} frames/s (render_label_maps)  "
+          f"ratio {t_maps / t_compiled:5.2f}x")
 
 
 def main():
