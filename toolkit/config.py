@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from pathlib import Path
 from typing import Any, Sequence, TypeVar
 
@@ -17,6 +18,22 @@ from toolkit.io import DataError
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 T = TypeVar("T")
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that reads exponent floats without a dot (``3e-3``) as numbers, as YAML 1.2 does."""
+
+
+# YAML 1.1 (PyYAML) reads "3e-3" as a string, which would reach an optimizer as a learning rate.
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def _yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
 
 
 def packaged_configs(system: str) -> list[str]:
@@ -35,7 +52,7 @@ def load_config_dict(system: str, name_or_path: str | os.PathLike, overrides: Se
     if not path.is_file():
         raise DataError(path, "config file not found")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = _yaml(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise DataError(path, f"invalid YAML ({exc})") from exc
     if not isinstance(data, dict):
@@ -48,7 +65,7 @@ def load_config_dict(system: str, name_or_path: str | os.PathLike, overrides: Se
         *parents, leaf = key.strip().split(".")
         for p in parents:
             target = target.setdefault(p, {})
-        target[leaf] = yaml.safe_load(value)
+        target[leaf] = _yaml(value)
     return data
 
 

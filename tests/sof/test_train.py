@@ -158,3 +158,15 @@ def test_depth_supervision_pulls_depth_to_ground_truth(portraits, tmp_path):
     assert "depth_sup" in logs[0] and logs[-1]["depth_sup"] < 0.5 * logs[0]["depth_sup"]
     assert logs[-1]["lr"] == pytest.approx(1e-3)  # 2e-3 halved at step 30
     assert depth_error(supervised) < 0.7 * depth_error(plain), (depth_error(supervised), depth_error(plain))
+
+
+def test_exponent_floats_in_yaml_and_overrides_are_numbers(tmp_path):
+    """PyYAML alone reads `3e-3` as a string; configs must hand the optimizer a number."""
+    from toolkit.config import load_config_dict
+
+    path = tmp_path / "c.yaml"
+    path.write_text("lr: 3e-3\nloss: {depth_supervision: 1E+3}\nout_dir: run3e3\n")
+    data = load_config_dict("sof", path, ["max_steps=12", "loss.latent=5e-1"])
+    assert data["lr"] == 3e-3 and isinstance(data["lr"], float)
+    assert data["loss"] == {"depth_supervision": 1000.0, "latent": 0.5}
+    assert data["out_dir"] == "run3e3" and data["max_steps"] == 12
