@@ -8,8 +8,8 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -144,7 +144,7 @@ def write_rgb_png(path: str | os.PathLike, rgb: np.ndarray) -> None:
 class Problem:
     """One problem found by a validator: the file (or folder) it concerns and what is wrong."""
 
-    __slots__ = ("path", "message")
+    __slots__ = ("message", "path")
 
     def __init__(self, path: str | os.PathLike, message: str):
         self.path, self.message = str(path), message

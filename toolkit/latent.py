@@ -9,7 +9,8 @@ enough points to estimate it.
 from __future__ import annotations
 
 import os
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -108,7 +109,7 @@ class LatentGMM:
     @classmethod
     def fit(cls, codes: np.ndarray, *, components: Sequence[int] = (1, 2, 4, 8, 16),
             covariance_types: Sequence[str] = ("full", "diag", "spherical"), min_points_per_parameter: float = 1.0,
-            reg_covar: float = 1e-6, seed: int = 0, n_init: int = 2) -> "LatentGMM":
+            reg_covar: float = 1e-6, seed: int = 0, n_init: int = 2) -> LatentGMM:
         """Fit mixtures for every (components, covariance type) allowed and keep the lowest BIC.
 
         A candidate is skipped when the codes cannot support it: "full" needs at least
@@ -181,7 +182,7 @@ class LatentGMM:
                         covariance_type=np.array(g.covariance_type), reg_covar=np.array(g.reg_covar))
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "LatentGMM":
+    def load(cls, path: str | os.PathLike) -> LatentGMM:
         from sklearn.mixture import GaussianMixture
         from sklearn.mixture._gaussian_mixture import _compute_precision_cholesky
 

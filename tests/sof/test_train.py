@@ -3,13 +3,19 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 import torch
 
 from toolkit.io import DataError
-from toolkit.sof.train import (SofTrainConfig, evaluate_checkpoint, evaluate_views, export_checkpoint, fit_codes,
-                               load_sof, train_from_config, train_multiview)
+from toolkit.sof.train import (
+    SofTrainConfig,
+    evaluate_views,
+    export_checkpoint,
+    fit_codes,
+    load_sof,
+    train_from_config,
+    train_multiview,
+)
 from toolkit.synthetic.heads import write_portrait_dataset
 
 TINY_MODEL = {"latent_dim": 16, "phi_width": 32, "marcher_width": 32, "steps": 6}
@@ -75,7 +81,7 @@ def test_exact_resume_equals_uninterrupted_run(portraits, tmp_path):
 
 
 def test_checkpoint_round_trip_and_export(trained, tmp_path):
-    cfg, result = trained
+    _, result = trained
     loaded = load_sof(result.checkpoint)
     assert loaded.meta["system"] == "sof" and loaded.meta["label_set"] == "sof20"
     assert loaded.meta["camera"]["projection"] == "ortho"
@@ -100,7 +106,7 @@ def test_wrong_checkpoints_give_clear_errors(trained, tmp_path):
 
 
 def test_stage2_fits_codes_and_leaves_networks_untouched(trained, portraits, tmp_path):
-    cfg, result = trained
+    _, result = trained
     new = tmp_path / "new"
     write_portrait_dataset(new, instances=2, views=3, size=32, seed=11)
     s2 = _config(new, tmp_path / "s2", stage="inverse", checkpoint=str(result.checkpoint), max_steps=20,

@@ -6,7 +6,7 @@ this contract so they serve every system and the synthetic ground truth alike.
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch

@@ -17,7 +17,8 @@ Marching cubes uses PyMCubes, whose vertices come in lattice-index units with no
 from __future__ import annotations
 
 import os
-from typing import Callable, NamedTuple, Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -176,9 +177,9 @@ def mesh_stats(mesh: Mesh) -> dict:
     import trimesh
 
     tm = trimesh.Trimesh(mesh.vertices, mesh.faces, process=False)
-    return {"vertices": int(len(mesh.vertices)), "faces": int(len(mesh.faces)), "area": float(tm.area),
+    return {"vertices": len(mesh.vertices), "faces": len(mesh.faces), "area": float(tm.area),
             "volume": float(tm.volume) if tm.is_watertight else float("nan"),
-            "watertight": bool(tm.is_watertight), "components": int(len(tm.split(only_watertight=False)))}
+            "watertight": bool(tm.is_watertight), "components": len(tm.split(only_watertight=False))}
 
 
 def save_mesh(path: str | os.PathLike, mesh: Mesh) -> None:

@@ -6,7 +6,13 @@ from __future__ import annotations
 
 from toolkit.oflow.data import SequenceDataset, pack_sequence, validate_dataset
 from toolkit.oflow.evaluate import evaluate_checkpoint, format_table, reconstruct_sequence
-from toolkit.oflow.generate import MeshSequence, load_mesh_sequence, reconstruct, reconstruct_per_frame, save_mesh_sequence
+from toolkit.oflow.generate import (
+    MeshSequence,
+    load_mesh_sequence,
+    reconstruct,
+    reconstruct_per_frame,
+    save_mesh_sequence,
+)
 from toolkit.oflow.latent import encode_latent_table, interpolate_motion, interpolate_shape, transfer_motion
 from toolkit.oflow.losses import OFlowLosses, compute_losses
 from toolkit.oflow.model import (
@@ -24,10 +30,38 @@ from toolkit.oflow.ode import ODE_PRESETS, ODEOptions, SolveStats, transport, tr
 from toolkit.oflow.train import OFlowTrainConfig, load_oflow, load_pretrained
 
 __all__ = [
-    "SequenceDataset", "pack_sequence", "validate_dataset", "OFlowLosses", "compute_losses", "PRESETS", "Codes",
-    "OccupancyFlow", "OFlowConfig", "build_model", "infer_config", "load_checkpoint", "preset",
-    "write_occupancy_from_scan", "ODE_PRESETS", "ODEOptions", "SolveStats", "transport", "transport_forward",
-    "evaluate_checkpoint", "format_table", "reconstruct_sequence", "MeshSequence", "load_mesh_sequence", "reconstruct",
-    "reconstruct_per_frame", "save_mesh_sequence", "encode_latent_table", "interpolate_motion", "interpolate_shape",
-    "transfer_motion", "OFlowTrainConfig", "load_oflow", "load_pretrained",
+    "ODE_PRESETS",
+    "PRESETS",
+    "Codes",
+    "MeshSequence",
+    "ODEOptions",
+    "OFlowConfig",
+    "OFlowLosses",
+    "OFlowTrainConfig",
+    "OccupancyFlow",
+    "SequenceDataset",
+    "SolveStats",
+    "build_model",
+    "compute_losses",
+    "encode_latent_table",
+    "evaluate_checkpoint",
+    "format_table",
+    "infer_config",
+    "interpolate_motion",
+    "interpolate_shape",
+    "load_checkpoint",
+    "load_mesh_sequence",
+    "load_oflow",
+    "load_pretrained",
+    "pack_sequence",
+    "preset",
+    "reconstruct",
+    "reconstruct_per_frame",
+    "reconstruct_sequence",
+    "save_mesh_sequence",
+    "transfer_motion",
+    "transport",
+    "transport_forward",
+    "validate_dataset",
+    "write_occupancy_from_scan",
 ]

@@ -35,7 +35,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from toolkit.geometry.meshing import Mesh, extract_mesh
+from toolkit.geometry.meshing import Mesh
 from toolkit.io import DataError
 from toolkit.metrics import (
     chamfer_distance,

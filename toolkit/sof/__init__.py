@@ -14,7 +14,6 @@ from toolkit.sof.data import (
     save_exclusions,
     validate_dataset,
 )
-from toolkit.sof.render import bind_code, render_label_maps
 from toolkit.sof.losses import LossWeights, SOFLosses, sof_losses
 from toolkit.sof.model import (
     MODEL_PRESETS,
@@ -25,10 +24,27 @@ from toolkit.sof.model import (
     load_original_state_dict,
     model_config,
 )
+from toolkit.sof.render import bind_code, render_label_maps
 
 __all__ = [
-    "SofDataset", "Split", "convert_celebamask", "load_exclusions", "make_split", "read_dataset",
-    "save_exclusions", "validate_dataset", "LossWeights", "SOFLosses", "sof_losses", "MODEL_PRESETS", "PhiWeights",
-    "RenderResult", "SOFModel", "SOFModelConfig", "load_original_state_dict", "model_config", "bind_code",
+    "MODEL_PRESETS",
+    "LossWeights",
+    "PhiWeights",
+    "RenderResult",
+    "SOFLosses",
+    "SOFModel",
+    "SOFModelConfig",
+    "SofDataset",
+    "Split",
+    "bind_code",
+    "convert_celebamask",
+    "load_exclusions",
+    "load_original_state_dict",
+    "make_split",
+    "model_config",
+    "read_dataset",
     "render_label_maps",
+    "save_exclusions",
+    "sof_losses",
+    "validate_dataset",
 ]

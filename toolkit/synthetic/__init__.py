@@ -11,4 +11,4 @@ from toolkit.synthetic.heads import (
     write_portrait_dataset,
 )
 
-__all__ = ["Body", "load_body", "load_pcl_sample", "write_body_dataset", "HeadParams", "SyntheticHead", "head_from_seed", "load_head", "sample_head", "write_portrait_dataset"]
+__all__ = ["Body", "HeadParams", "SyntheticHead", "head_from_seed", "load_body", "load_head", "load_pcl_sample", "sample_head", "write_body_dataset", "write_portrait_dataset"]

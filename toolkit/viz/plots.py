@@ -1,7 +1,7 @@
 """Matplotlib figures: label-map grids with the class palette, legends, slices, training curves."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -1,7 +1,7 @@
 """Interactive 3D scenes with plotly: camera frusta, point clouds, meshes."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -8,9 +8,11 @@ from pathlib import Path
 import numpy as np
 
 from toolkit.io import read_label_png
-from toolkit.sof.data import load_exclusions, save_exclusions, view_files as instance_views
 from toolkit.labels import colorize
+from toolkit.sof.data import load_exclusions, save_exclusions
+from toolkit.sof.data import view_files as instance_views
 from toolkit.viz import has_widget_frontend
+
 
 def curation_widget(root: str | os.PathLike, *, thumb_size: int = 96, max_static_instances: int = 4):
     """Review views instance by instance and exclude bad ones WITHOUT deleting files.
