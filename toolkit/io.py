@@ -90,12 +90,8 @@ def load_npz(path: str | os.PathLike, required: tuple[str, ...] = ()) -> dict[st
     return arrays
 
 
-def read_label_png(path: str | os.PathLike, num_classes: int | None = None) -> np.ndarray:
-    """Read a single-channel 8-bit label map as (H, W) uint8 class ids.
-
-    Raises DataError if the file is missing, unreadable, not single-channel, or (when
-    ``num_classes`` is given) holds an id >= num_classes.
-    """
+def read_png(path: str | os.PathLike) -> tuple[str, np.ndarray]:
+    """(PIL mode, pixel array) of an image file; DataError naming the file if missing or unreadable."""
     from PIL import Image
 
     path = Path(path)
@@ -104,10 +100,19 @@ def read_label_png(path: str | os.PathLike, num_classes: int | None = None) -> n
     try:
         with Image.open(path) as img:
             img.load()
-            mode = img.mode
-            labels = np.array(img)
+            return img.mode, np.array(img)
     except Exception as exc:
         raise DataError(path, f"unreadable PNG ({exc})") from exc
+
+
+def read_label_png(path: str | os.PathLike, num_classes: int | None = None) -> np.ndarray:
+    """Read a single-channel 8-bit label map as (H, W) uint8 class ids.
+
+    Raises DataError if the file is missing, unreadable, not single-channel, or (when
+    ``num_classes`` is given) holds an id >= num_classes.
+    """
+    path = Path(path)
+    mode, labels = read_png(path)
     if mode not in ("L", "P") or labels.ndim != 2:
         raise DataError(path, f"expected a single-channel 8-bit label map, got mode {mode} shape {labels.shape}")
     labels = labels.astype(np.uint8)

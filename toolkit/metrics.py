@@ -461,20 +461,9 @@ class ChamferResult(NamedTuple):
     normal_consistency: float
 
 
-class MeshMetrics(NamedTuple):
-    """:class:`ChamferResult`'s fields, plus ``iou`` (volumetric, NaN when no IoU points were given)."""
-
-    accuracy: float
-    completeness: float
-    accuracy2: float
-    completeness2: float
-    chamfer_l1: float
-    chamfer_l1_x10: float
-    chamfer_l2_sq: float
-    normal_accuracy: float
-    normal_completeness: float
-    normal_consistency: float
-    iou: float
+MeshMetrics = NamedTuple("MeshMetrics", [*ChamferResult.__annotations__.items(), ("iou", float)])
+MeshMetrics.__doc__ = (":class:`ChamferResult`'s fields, plus ``iou`` (volumetric, NaN when no IoU points "
+                       "were given).")
 
 
 def chamfer_distance(pred_points: np.ndarray | torch.Tensor, gt_points: np.ndarray | torch.Tensor,

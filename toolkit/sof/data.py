@@ -62,6 +62,7 @@ from toolkit.io import (
     atomic_save_text,
     load_npy,
     read_label_png,
+    read_png,
     write_label_png,
     write_rgb_png,
 )
@@ -770,17 +771,8 @@ def write_depth_png(path: str | os.PathLike, depth: np.ndarray, near: float, far
 
 def read_depth_png(path: str | os.PathLike, near: float, far: float) -> np.ndarray:
     """(H, W) float32 depth from an 8- or 16-bit depth PNG (value/max in [near, far]); NaN where 0."""
-    from PIL import Image
-
     path = Path(path)
-    if not path.is_file():
-        raise DataError(path, "file not found")
-    try:
-        with Image.open(path) as img:
-            img.load()
-            mode, codes = img.mode, np.array(img)
-    except Exception as exc:
-        raise DataError(path, f"unreadable PNG ({exc})") from exc
+    mode, codes = read_png(path)
     full_scale = {"L": 255, "I;16": 65535, "I": 65535}.get(mode)
     if full_scale is None or codes.ndim != 2:
         raise DataError(path, f"expected a single-channel 8- or 16-bit depth map, got mode {mode} shape {codes.shape}")
