@@ -7,7 +7,7 @@ Commands:
     occupancy SEQUENCE_DIR  derive occupancy labels (points_seq) from a real scan's pcl_seq
     validate PATH           check a dataset of either format; exit 1 listing every problem
     train sof|oflow --config FILE [--set key=value ...]
-    eval sof|oflow CHECKPOINT DATA [--json OUT]
+    eval sof|oflow CHECKPOINT DATA [--json OUT] [--split NAME] [--max-windows N]
     notebooks [--quick] [--only NAME] [--out DIR]
 """
 from __future__ import annotations
@@ -89,7 +89,13 @@ def _eval(args) -> int:
         from toolkit.sof.train import evaluate_checkpoint
     else:
         from toolkit.oflow.train import evaluate_checkpoint
-    result = evaluate_checkpoint(args.checkpoint, args.data)
+    if args.system == "sof":
+        if args.split or args.max_windows:
+            raise SystemExit("eval sof: --split and --max-windows apply to oflow only (SOF scores the held-out views)")
+        result = evaluate_checkpoint(args.checkpoint, args.data)
+    else:
+        result = evaluate_checkpoint(args.checkpoint, args.data, split=args.split or "test",
+                                     max_windows=args.max_windows)
     text = json.dumps(result, indent=2)
     if args.json:
         from toolkit.io import atomic_save_text
@@ -157,6 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("checkpoint", type=Path)
     e.add_argument("data", type=Path)
     e.add_argument("--json", type=Path, default=None)
+    e.add_argument("--split", default=None, help="oflow: split list to score (default test; e.g. test_new_individual)")
+    e.add_argument("--max-windows", type=int, default=None, help="oflow: score this many evenly spaced windows")
     e.set_defaults(func=_eval)
 
     n = sub.add_parser("notebooks", help="execute the notebooks headless")

@@ -148,6 +148,11 @@ def test_cli_trains_and_evaluates_the_quick_config(tmp_path, capsys, monkeypatch
     assert len(saved["per_frame"]["iou"]) == 17 and 0.0 <= saved["mean"]["iou"] <= 1.0
     assert {"chamfer_l1_x10", "chamfer_l2_sq", "corr_l2_x10"} <= set(saved["mean"]) and "x10" in saved["units"]
     assert np.isfinite(saved["seconds"]["total"])
+    assert cli_main(["eval", "oflow", str(out), str(root), "--split", "train", "--max-windows", "1"]) == 0
+    one = json.loads(capsys.readouterr().out)
+    assert one["split"] == "train" and one["windows"] == 1
+    with pytest.raises(SystemExit, match="oflow only"):
+        cli_main(["eval", "sof", str(out), str(root), "--split", "train"])
 
 
 def test_load_pretrained_falls_back_to_a_quick_model_and_reuses_it(tmp_path, monkeypatch):
