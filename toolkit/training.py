@@ -719,6 +719,17 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device | 
     return ck
 
 
+def step_schedule(optimizer: torch.optim.Optimizer, milestones: Sequence[int] | None,
+                  gamma: float) -> torch.optim.lr_scheduler.MultiStepLR | None:
+    """The rate x ``gamma`` at each of ``milestones`` (trainer steps), or None for a constant rate."""
+    if not milestones:
+        return None
+    steps = sorted(int(m) for m in milestones)
+    if steps[0] <= 0 or not 0.0 < float(gamma) <= 1.0:
+        raise ValueError(f"lr_milestones must be positive steps and lr_gamma in (0, 1]; got {steps}, {gamma}")
+    return torch.optim.lr_scheduler.MultiStepLR(optimizer, steps, gamma=float(gamma))
+
+
 def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
     """The newest checkpoint of a run folder (``run_dir`` or ``run_dir/checkpoints``), or None.
 

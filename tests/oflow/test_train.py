@@ -56,7 +56,7 @@ def test_quick_training_lowers_every_loss_term_and_validates(trained):
 
 
 def test_exact_resume_equals_uninterrupted_run(sphere_root, tmp_path):
-    kw = {"max_steps": 8, "ckpt_every": 4, "val_every": 0}
+    kw = {"max_steps": 8, "ckpt_every": 4, "val_every": 0, "lr_milestones": [3, 6], "lr_gamma": 0.5}
     full = train(_config(sphere_root, tmp_path / "full", **kw), progress=False)
     part = _config(sphere_root, tmp_path / "part", **kw)
     train(part, progress=False, resume=False, stop_at=4)  # "interrupted" after a checkpoint
@@ -66,6 +66,8 @@ def test_exact_resume_equals_uninterrupted_run(sphere_root, tmp_path):
         assert torch.equal(a, b), k
     losses = lambda h: [r["loss"] for r in h if r["split"] == "train"]
     assert losses(full.history) == losses(resumed.history) and len(losses(full.history)) == 2
+    rates = lambda h: [r["lr"] for r in h if r["split"] == "train"]
+    assert rates(full.history) == rates(resumed.history) and rates(full.history)[0] > rates(full.history)[1]
 
 
 def test_checkpoint_meta_round_trip_rebuilds_the_same_model(trained, tmp_path):

@@ -176,3 +176,35 @@ def test_exponent_floats_in_yaml_and_overrides_are_numbers(tmp_path):
     assert data["lr"] == 3e-3 and isinstance(data["lr"], float)
     assert data["loss"] == {"depth_supervision": 1000.0, "latent": 0.5}
     assert data["out_dir"] == "run3e3" and data["max_steps"] == 12
+
+
+def test_stage2_code_inits(trained, portraits, tmp_path):
+    """"nearest" gives each portrait the stage-1 code whose full render of its fitted view has the lowest
+    cross-entropy (checked against model.render); "mean" gives the mean code."""
+    import torch.nn.functional as F
+
+    from toolkit.sof.data import SofDataset, Split
+    from toolkit.sof.train import NEAREST_CODE_SIZE, _initial_codes
+
+    _, result = trained
+    base = load_sof(result.checkpoint).model
+    codes = base.latent_codes.weight.detach().clone()
+    codes[1] = codes[0] + 0.5 * torch.randn(codes.shape[1], generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        base.latent_codes.weight.copy_(codes)
+    names = result.split.instances
+    split = Split(instances=names[::-1], train=[(n, 0) for n in names[::-1]], val=[], seed=0,
+                  val_views_per_instance=0)
+    views = SofDataset.from_split(portraits, split, "train", image_size=NEAREST_CODE_SIZE)
+    cost = torch.zeros(2, 2)
+    for item in views:
+        for c in range(2):
+            logits = base.render(codes[c:c + 1], item["cam2world"], item["intrinsics"], NEAREST_CODE_SIZE,
+                                 NEAREST_CODE_SIZE).logits.reshape(-1, base.config.num_classes)
+            cost[int(item["instance_idx"]), c] = F.cross_entropy(logits, item["labels"])
+    nearest = _initial_codes(base, "nearest", portraits, split)
+    torch.testing.assert_close(nearest, codes[cost.argmin(1)])
+    assert cost.min(1).values.lt(cost.max(1).values).all()  # the choice was not a tie
+    torch.testing.assert_close(_initial_codes(base, "mean", portraits, split), codes.mean(0).expand(2, -1))
+    with pytest.raises(ValueError, match="valid"):
+        _config(portraits, tmp_path, stage="inverse", checkpoint="x.pt", code_init="closest")

@@ -44,7 +44,14 @@ from toolkit.oflow.losses import OFlowLosses, compute_losses
 from toolkit.oflow.model import PRESETS, OccupancyFlow, OFlowConfig, preset
 from toolkit.oflow.model import load_checkpoint as load_model_checkpoint
 from toolkit.oflow.ode import ODE_PRESETS, ode_preset, resolve_options
-from toolkit.training import Callback, Trainer, TrainerConfig, latest_checkpoint, load_checkpoint
+from toolkit.training import (
+    Callback,
+    Trainer,
+    TrainerConfig,
+    latest_checkpoint,
+    load_checkpoint,
+    step_schedule,
+)
 
 __all__ = [
     "LoadedOFlow", "OFlowTrainConfig", "OFlowTrainable", "TrainResult", "evaluate_checkpoint", "evaluation_dataset",
@@ -120,6 +127,9 @@ class OFlowTrainConfig:
     """Windows per step (the original: 16); capped at the number of training windows."""
     lr: float = 1e-4
     """Adam learning rate (the original: 1e-4, no schedule)."""
+    lr_milestones: list | None = None
+    """Steps at which the learning rate is multiplied by ``lr_gamma`` (None: constant, the original)."""
+    lr_gamma: float = 0.3
     max_steps: int = 1000
     log_every: int = 50
     val_every: int = 500
@@ -178,7 +188,7 @@ class OFlowTrainConfig:
         return cfg.replace(**over, seq_len=self.length, ode=ode)
 
 
-_NUMERIC = {**dict.fromkeys(("vae_beta", "w_recon", "w_corr", "input_noise", "iou_threshold", "lr", "grad_clip"),
+_NUMERIC = {**dict.fromkeys(("vae_beta", "w_recon", "w_corr", "input_noise", "iou_threshold", "lr", "grad_clip", "lr_gamma"),
                             float),
             **dict.fromkeys(("length", "offset", "stride", "n_input_points", "n_points", "n_points_t",
                              "n_corr_points", "n_eval_points", "val_max_windows", "batch_size", "max_steps",
@@ -298,7 +308,8 @@ def train(config: OFlowTrainConfig, *, callbacks: Sequence[Callback] = (), resum
                          seed=config.seed, device=config.device, amp=config.amp, grad_clip=config.grad_clip,
                          out_dir=str(run_dir), progress=progress, num_workers=config.num_workers)
     trainer = Trainer(trainable, optimizer, oflow_step, config=tcfg, data=train_set, val_fn=val_fn,
-                      meta=_meta(config, model_cfg, train_set), callbacks=callbacks)
+                      meta=_meta(config, model_cfg, train_set), callbacks=callbacks,
+                      scheduler=step_schedule(optimizer, config.lr_milestones, config.lr_gamma))
     history = trainer.fit(resume=resume, max_steps=stop_at)
     return TrainResult(model, history, run_dir, latest_checkpoint(run_dir), config)
 

@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from toolkit.config import from_dict, load_config_dict
@@ -31,7 +32,7 @@ from toolkit.sof.data import SofDataset, Split, make_split, read_dataset, resize
 from toolkit.sof.losses import LossWeights, sof_losses
 from toolkit.sof.model import SOFModel, SOFModelConfig, load_original_state_dict, model_config
 from toolkit.sof.render import intrinsics_for_size
-from toolkit.training import Callback, Trainer, TrainerConfig, load_checkpoint
+from toolkit.training import Callback, Trainer, TrainerConfig, load_checkpoint, step_schedule
 
 STAGES = ("multiview", "inverse")
 
@@ -90,12 +91,17 @@ class SofTrainConfig:
     """Stage 2: also fit each portrait's camera position (look-at toward the closest point of its optical
     axis to the origin), as the original's --opt_cam, with a correct look-at."""
     camera_lr: float = 1e-3
+    code_init: str = "random"
+    """Stage 2: starting codes. "random": N(0, 0.01²) (the original's); "mean": the mean stage-1 code;
+    "nearest": per portrait, the stage-1 code whose render of the fitted view has the lowest cross-entropy."""
     unfreeze_at: int | None = None
     """Stage 2: unfreeze the networks at this step (the original's steps_til_reset); None keeps them frozen."""
 
     def __post_init__(self):
         if self.stage not in STAGES:
             raise ValueError(f"unknown stage {self.stage!r}; valid: {list(STAGES)}")
+        if self.code_init not in CODE_INITS:
+            raise ValueError(f"unknown code_init {self.code_init!r}; valid: {list(CODE_INITS)}")
         if self.stage == "inverse" and not self.checkpoint:
             raise ValueError("stage 'inverse' needs `checkpoint` (a stage-1 checkpoint)")
 
@@ -200,6 +206,9 @@ def fit_codes(config: SofTrainConfig, *, callbacks: Sequence[Callback] = (), res
     train_set = SofDataset.from_split(root, split, "train", image_size=config.image_size, num_rays=config.num_rays,
                                       seed=config.seed, with_depth=_depth_supervised(config))
     sof = _fresh_codes(base.model, len(names), seed=config.seed)
+    if config.code_init != "random":
+        with torch.no_grad():
+            sof.latent_codes.weight.add_(_initial_codes(base.model, config.code_init, root, split))
     positions = targets = None
     if config.optimize_camera:
         # One camera per portrait: the (first) fitted view's pose initialises it.
@@ -430,8 +439,7 @@ def _trainer(trainable, optimizer, config: SofTrainConfig, train_set, val_fn, me
                          val_every=config.val_every, ckpt_every=config.ckpt_every, seed=config.seed,
                          device=config.device, amp=config.amp, out_dir=str(run_dir), progress=progress,
                          keep_last=config.keep_last)
-    scheduler = (torch.optim.lr_scheduler.MultiStepLR(optimizer, sorted(int(m) for m in config.lr_milestones),
-                                                      gamma=config.lr_gamma) if config.lr_milestones else None)
+    scheduler = step_schedule(optimizer, config.lr_milestones, config.lr_gamma)
     return Trainer(trainable, optimizer, lambda m, b: sof_step(m, b, weights), config=tcfg, data=train_set,
                    val_fn=val_fn, meta=meta, callbacks=callbacks, scheduler=scheduler)
 
@@ -459,6 +467,31 @@ def _fresh_codes(base: SOFModel, num_instances: int, seed: int) -> SOFModel:
     with torch.no_grad():
         model.latent_codes.weight.copy_(torch.randn(model.latent_codes.weight.shape, generator=g) * 0.01)
     return model
+
+
+CODE_INITS = ("random", "mean", "nearest")
+NEAREST_CODE_SIZE = 32
+"""Render size at which "nearest" scores every stage-1 code on the fitted views (cheap, coarse)."""
+
+
+def _initial_codes(base: SOFModel, how: str, root: Path, split: Split) -> torch.Tensor:
+    """(P, L) starting codes of the stage-2 portraits (added to the small random draw)."""
+    codes = base.latent_codes.weight.detach()
+    if how == "mean":
+        return codes.mean(0).expand(len(split.instances), -1).clone()
+    # "nearest": summed cross-entropy of each portrait's fitted views under every stage-1 code
+    views = SofDataset.from_split(root, split, "train", image_size=NEAREST_CODE_SIZE)
+    weights = base.phi_weights(codes)
+    cost = torch.zeros(len(split.instances), len(codes))
+    with torch.no_grad():
+        for item in views:
+            n = len(codes)
+            out = base(None, item["cam2world"].expand(n, 4, 4), item["intrinsics"].expand(n, 3, 3),
+                       item["uv"].expand(n, -1, 2), weights=weights)
+            target = item["labels"].expand(n, -1)
+            ce = F.cross_entropy(out.logits.transpose(1, 2), target, reduction="none").mean(1)
+            cost[int(item["instance_idx"])] += ce
+    return codes[cost.argmin(1)].clone()
 
 
 def _axis_point_closest_to_origin(poses: np.ndarray) -> np.ndarray:
