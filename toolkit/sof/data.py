@@ -519,7 +519,9 @@ class SofDataset(Dataset):
             missing = [(n, v) for n, v in self.samples if v not in self.data.instances[n].depth_files]
             if missing:
                 raise DataError(self.root, f"with_depth: {len(missing)} served view(s) have no depth_XX.png, "
-                                           f"e.g. {_short_list(missing)}")
+                                           f"e.g. {_short_list(missing)} (synthetic portraits written by an "
+                                           "older toolkit lack them: regenerate, or train without depth "
+                                           "supervision, loss.depth_supervision=0)")
         self._uv = pixel_grid(self.image_size, self.image_size, self.meta.pixel_center)
         self._cache: dict[tuple[str, int], tuple[torch.Tensor, tuple[int, int]]] = {}
         self._depth_cache: dict[tuple[str, int], torch.Tensor] = {}
