@@ -48,6 +48,18 @@ def test_depth_supervision_is_masked_to_foreground():
     assert masked_depth_loss(depth, target, torch.zeros_like(mask)).item() == 0.0
 
 
+def test_depth_supervision_skips_unknown_depth():
+    """NaN target depth (background in depth maps) is left out even where the labels say foreground."""
+    depth = torch.tensor([[1.0, 2.0, 5.0]], requires_grad=True)
+    target_depth = torch.tensor([[1.5, float("nan"), 2.0]])
+    labels = torch.tensor([[3, 3, 0]])
+    out = sof_losses(torch.zeros(1, 3, 20), depth, labels, torch.zeros(1, 4),
+                     weights=LossWeights(depth_supervision=1.0), target_depth=target_depth)
+    assert_close(out.depth_supervision, torch.tensor(0.5 * 0.5**2))  # only pixel 0: known and foreground
+    out.total.backward()
+    assert torch.isfinite(depth.grad).all() and depth.grad[0, 1] == 0 and depth.grad[0, 2] == 0
+
+
 def test_total_uses_the_original_weights():
     assert LossWeights() == LossWeights(segmentation=200.0, negative_depth=1e-3, latent=1.0, depth_supervision=0.0)
     g = torch.Generator().manual_seed(0)

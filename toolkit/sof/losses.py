@@ -98,8 +98,10 @@ def sof_losses(logits: torch.Tensor, depth: torch.Tensor, target: torch.Tensor, 
         target: (B, N) class ids.
         z: (B, L) the batch's latent codes.
         weights: term weights.
-        target_depth: (B, N) ground-truth depth; needed when ``weights.depth_supervision > 0``.
-        depth_mask: (B, N) bool foreground mask for depth supervision (default ``target > 0``).
+        target_depth: (B, N) ground-truth depth, NaN where unknown (background); needed when
+            ``weights.depth_supervision > 0``.
+        depth_mask: (B, N) bool foreground mask for depth supervision (default ``target > 0``); pixels
+            without a finite target depth are always left out.
     """
     if depth.dim() == logits.dim():
         depth = depth.squeeze(-1)
@@ -111,7 +113,9 @@ def sof_losses(logits: torch.Tensor, depth: torch.Tensor, target: torch.Tensor, 
     if weights.depth_supervision > 0:
         if target_depth is None:
             raise ValueError("weights.depth_supervision > 0 needs target_depth")
-        mask = target > 0 if depth_mask is None else depth_mask
-        sup = masked_depth_loss(depth, target_depth, mask)
+        known = torch.isfinite(target_depth)
+        mask = (target > 0 if depth_mask is None else depth_mask) & known
+        # zero the unknown targets too: a masked-out NaN would still turn the sum into NaN
+        sup = masked_depth_loss(depth, torch.where(known, target_depth, 0.0), mask)
         total = total + weights.depth_supervision * sup
     return SOFLosses(seg, neg, lat, sup, total)

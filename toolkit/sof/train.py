@@ -417,12 +417,7 @@ def train_from_config(config: str | os.PathLike, overrides: Sequence[str] = (), 
 def sof_step(model: SofTrainable, batch: dict[str, torch.Tensor], weights: LossWeights):
     """One training pass: the loss terms of :func:`toolkit.sof.losses.sof_losses` and pixel accuracy."""
     out, z = model(batch)
-    target_depth = mask = None
-    if "depth" in batch:  # NaN on background: masked out, and zeroed so that 0 * NaN cannot reach the loss
-        mask = (batch["labels"] > 0) & torch.isfinite(batch["depth"])
-        target_depth = torch.nan_to_num(batch["depth"], nan=0.0)
-    losses = sof_losses(out.logits, out.depth, batch["labels"], z, weights=weights, target_depth=target_depth,
-                        depth_mask=mask)
+    losses = sof_losses(out.logits, out.depth, batch["labels"], z, weights=weights, target_depth=batch.get("depth"))
     accuracy = (out.logits.detach().argmax(-1) == batch["labels"]).float().mean()
     logs = {"ce": losses.segmentation.detach(), "depth_reg": losses.negative_depth.detach(),
             "latent": losses.latent.detach(), "pixel_acc": accuracy}
@@ -481,11 +476,11 @@ def _initial_codes(base: SOFModel, how: str, root: Path, split: Split) -> torch.
         return codes.mean(0).expand(len(split.instances), -1).clone()
     # "nearest": summed cross-entropy of each portrait's fitted views under every stage-1 code
     views = SofDataset.from_split(root, split, "train", image_size=NEAREST_CODE_SIZE)
-    weights = base.phi_weights(codes)
-    cost = torch.zeros(len(split.instances), len(codes))
+    n = len(codes)
+    cost = torch.zeros(len(split.instances), n)
     with torch.no_grad():
+        weights = base.phi_weights(codes)
         for item in views:
-            n = len(codes)
             out = base(None, item["cam2world"].expand(n, 4, 4), item["intrinsics"].expand(n, 3, 3),
                        item["uv"].expand(n, -1, 2), weights=weights)
             target = item["labels"].expand(n, -1)
