@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from toolkit.geometry.cameras import default_intrinsics, orbit_cameras
-from toolkit.sof.model import SOFModel, model_config
+from toolkit.sof.model import SOFModel, march_step, model_config
 from toolkit.sof.render import CPU_RENDER_CHUNK, _render_compiled, render_label_maps
 
 SIZE = 20  # 400 rays: with chunk 128 the last chunk is padded
@@ -47,6 +47,24 @@ def test_the_cpu_chunk_does_not_change_the_render(model, cams):
         np.testing.assert_allclose(other_depth, depth, rtol=1e-6, atol=1e-6)  # matmul blocking rounding
     with pytest.raises(ValueError, match="chunk must be a positive int"):
         render_label_maps(model, codes, cams, K, SIZE, chunk=0)
+
+
+def test_a_march_step_hook_pads_the_last_chunk_and_keeps_the_render(model, cams):
+    seen = []
+
+    def counting_step(*args):
+        seen.append(args[2].shape[1])
+        return march_step(*args)
+
+    K = torch.as_tensor(default_intrinsics(SIZE), dtype=torch.float32)
+    cam = torch.as_tensor(cams[0], dtype=torch.float32)
+    weights = model.phi_weights(model.latent_codes.weight.detach()[:1])
+    ref = model.render(None, cam, K, SIZE, SIZE, weights=weights)
+    got = model.render(None, cam, K, SIZE, SIZE, weights=weights, chunk=37, step=counting_step)
+    assert (SIZE * SIZE) % 37 and set(seen) == {37}  # every call sees one shape, the tail included
+    assert len(seen) == model.config.steps * -(-SIZE * SIZE // 37)
+    torch.testing.assert_close(got.logits, ref.logits, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got.depth, ref.depth, rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")),

@@ -22,7 +22,7 @@ import os
 import re
 import warnings
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
 from itertools import pairwise
 from pathlib import Path
@@ -417,13 +417,15 @@ class SOFModel(nn.Module):
     @torch.no_grad()
     def render(self, z: torch.Tensor | None, cam2world: torch.Tensor, K: torch.Tensor, height: int, width: int,
                *, weights: PhiWeights | None = None, chunk: int = DEFAULT_CHUNK, pixel_center: float = 0.0,
-               start_depth: float = ORIGINAL_START_DEPTH) -> RenderResult:
+               start_depth: float = ORIGINAL_START_DEPTH, step: MarchStep | None = None) -> RenderResult:
         """Render full images without gradients, ``chunk`` rays per batch item at a time.
 
         Args:
             z, cam2world, K: as :meth:`forward` (K in pixels of the height x width image).
             height, width: image size H, W.
             pixel_center: 0.0 (the original's integer pixel coordinates) or 0.5 (pixel centres).
+            step: a replacement for :func:`march_step` with the same result, e.g. ``torch.compile(march_step)``.
+                The last chunk is then padded to ``chunk`` rays so that the step always sees one shape.
         Returns:
             RenderResult(logits (B, H, W, C), depth (B, H, W)).
         """
@@ -432,15 +434,19 @@ class SOFModel(nn.Module):
             weights = self.phi_weights(self._check_codes(z))
         ref = weights.weights[0]
         uv = pixel_grid(height, width, pixel_center, device=ref.device, dtype=ref.dtype)
+        total = uv.shape[0]
+        pad = -total % chunk if step is not None and total > chunk else 0
+        if pad:  # copies of the last ray, dropped below
+            uv = torch.cat([uv, uv[-1:].expand(pad, 2)])
         logits, depth = [], []
         for i in range(0, uv.shape[0], chunk):
             out = self._march(None, cam2world, K, uv[i:i + chunk], weights=weights, start_depth=start_depth,
-                              trace=False)
+                              trace=False, step=step or march_step)
             logits.append(out.logits)
             depth.append(out.depth)
         B = weights.batch_size
-        return RenderResult(torch.cat(logits, 1).reshape(B, height, width, -1),
-                            torch.cat(depth, 1).reshape(B, height, width))
+        return RenderResult(torch.cat(logits, 1)[:, :total].reshape(B, height, width, -1),
+                            torch.cat(depth, 1)[:, :total].reshape(B, height, width))
 
     def slice_logits(self, z: torch.Tensor | None, cam2world: torch.Tensor, K: torch.Tensor, uv: torch.Tensor,
                      depth: float | torch.Tensor, *, weights: PhiWeights | None = None,
@@ -461,7 +467,8 @@ class SOFModel(nn.Module):
 
     # -- internals ----------------------------------------------------------------------------------
 
-    def _march(self, z, cam2world, K, uv, *, weights, start_depth, trace) -> MarchTrace:
+    def _march(self, z, cam2world, K, uv, *, weights, start_depth, trace, step: MarchStep | None = None
+               ) -> MarchTrace:
         if weights is None:
             if z is None:
                 raise ValueError("give codes z or precomputed weights")
@@ -477,11 +484,13 @@ class SOFModel(nn.Module):
         terms = self.marcher.direction_terms(directions)
         points, steps = [x], []
         for _ in range(self.config.steps):
+            if not trace:
+                x = (step or march_step)(self, weights, x, directions, terms)
+                continue
             s = self.marcher(self.phi(weights, x), terms)
             x = x + directions * s
-            if trace:
-                points.append(x)
-                steps.append(s.squeeze(-1))
+            points.append(x)
+            steps.append(s.squeeze(-1))
         logits = self.classify(self.phi(weights, x))
         depth = camera_depth(x, cam2world)
         if not trace:
@@ -534,6 +543,15 @@ class SOFModel(nn.Module):
             if t.shape[0] != B:
                 raise ValueError(f"{name} has batch size {t.shape[0]}; the codes have {B}")
         return tuple(t.to(device=device, dtype=dtype) for t in (cam2world, K, uv))
+
+
+def march_step(model: SOFModel, weights: PhiWeights, x: torch.Tensor, directions: torch.Tensor,
+               terms: list[torch.Tensor]) -> torch.Tensor:
+    """One ray-marching update: ``x + d * marcher(phi(x))`` for points ``x`` (B, N, 3) along ``directions``."""
+    return x + directions * model.marcher(model.phi(weights, x), terms)
+
+
+MarchStep = Callable[[SOFModel, PhiWeights, torch.Tensor, torch.Tensor, list[torch.Tensor]], torch.Tensor]
 
 
 def _check_chunk(chunk: int) -> None:

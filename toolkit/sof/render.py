@@ -25,10 +25,8 @@ import numpy as np
 import torch
 
 from toolkit.geometry.cameras import (
-    camera_depth,
     check_projection,
     default_intrinsics,
-    generate_rays,
     lift,
     pixel_grid,
     scale_intrinsics,
@@ -400,42 +398,18 @@ _COMPILED: dict[str, Callable] = {}
 """The compiled marching step, created on first use."""
 
 
-def _march_step(model, weights, x: torch.Tensor, directions: torch.Tensor, terms: list[torch.Tensor]) -> torch.Tensor:
-    return x + directions * model.marcher(model.phi(weights, x), terms)
-
-
 @torch.no_grad()
 def _render_compiled(model, codes: torch.Tensor, cam2world: torch.Tensor, K: torch.Tensor, height: int, width: int,
                      chunk: int):
-    """``model.render`` of ONE view in eval mode, each marching step compiled (10 of its 11 phi evaluations;
-    the classifier runs once per ray and stays eager, which halves the compilation time).
+    """``model.render`` of ONE view in eval mode with each marching step compiled (10 of its 11 phi
+    evaluations; the classifier runs once per ray and stays eager, which halves the compilation time).
 
-    Every chunk has the same shape (the last one is padded with copies of its last ray), so a model and
-    chunk size compile once; the weights are arguments, so new codes need no recompilation.
+    ``render`` pads the last chunk, so a model and chunk size compile once; the weights are arguments, so
+    new codes need no recompilation.
     """
-    from toolkit.sof.model import RenderResult
+    from toolkit.sof.model import march_step
 
     if not _COMPILED:
-        _COMPILED["step"] = torch.compile(_march_step, dynamic=False)
-    step = _COMPILED["step"]
-    weights = model.phi_weights(codes)
-    ref = weights.weights[0]
-    uv = pixel_grid(height, width, device=ref.device, dtype=ref.dtype)
-    total = uv.shape[0]
-    n = min(chunk, total)
-    pad = -total % n
-    if pad:
-        uv = torch.cat([uv, uv[-1:].expand(pad, 2)])
-    cams, Ks = cam2world.to(ref).reshape(1, 4, 4), K.to(ref).reshape(1, 3, 3)
-    logits, depth = [], []
-    for i in range(0, uv.shape[0], n):
-        uv_c = uv[None, i:i + n]
-        directions = generate_rays(cams, Ks, uv_c, model.config.projection).directions
-        x = model.start_points(cams, Ks, uv_c, directions)
-        terms = model.marcher.direction_terms(directions)
-        for _ in range(model.config.steps):
-            x = step(model, weights, x, directions, terms)
-        logits.append(model.classify(model.phi(weights, x)))
-        depth.append(camera_depth(x, cams))
-    logits, depth = torch.cat(logits, 1)[:, :total], torch.cat(depth, 1)[:, :total]
-    return RenderResult(logits.reshape(1, height, width, -1), depth.reshape(1, height, width))
+        _COMPILED["step"] = torch.compile(march_step, dynamic=False)
+    return model.render(None, cam2world, K, height, width, weights=model.phi_weights(codes),
+                        chunk=min(chunk, height * width), step=_COMPILED["step"])
