@@ -7,7 +7,7 @@ Commands:
     occupancy SEQUENCE_DIR  derive occupancy labels (points_seq) from a real scan's pcl_seq
     validate PATH           check a dataset of either format; exit 1 listing every problem
     train sof|oflow --config FILE [--set key=value ...]
-    eval sof|oflow CHECKPOINT DATA [--json OUT] [--split NAME] [--max-windows N]
+    eval sof|oflow CHECKPOINT DATA [--json OUT] [--split NAME] [--max-windows N] [--points N]
     notebooks [--quick] [--only NAME] [--out DIR]
 """
 from __future__ import annotations
@@ -90,12 +90,13 @@ def _eval(args) -> int:
     else:
         from toolkit.oflow.train import evaluate_checkpoint
     if args.system == "sof":
-        if args.split or args.max_windows:
-            raise SystemExit("eval sof: --split and --max-windows apply to oflow only (SOF scores the held-out views)")
+        if args.split or args.max_windows or args.points:
+            raise SystemExit("eval sof: --split, --max-windows and --points apply to oflow only "
+                             "(SOF scores the held-out views)")
         result = evaluate_checkpoint(args.checkpoint, args.data)
     else:
         result = evaluate_checkpoint(args.checkpoint, args.data, split=args.split or "test",
-                                     max_windows=args.max_windows)
+                                     max_windows=args.max_windows, n_eval_points=args.points)
     text = json.dumps(result, indent=2)
     if args.json:
         from toolkit.io import atomic_save_text
@@ -165,6 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", type=Path, default=None)
     e.add_argument("--split", default=None, help="oflow: split list to score (default test; e.g. test_new_individual)")
     e.add_argument("--max-windows", type=int, default=None, help="oflow: score this many evenly spaced windows")
+    e.add_argument("--points", type=int, default=None,
+                   help="oflow: IoU points per frame, the first N of each file (default all, the original's 100k)")
     e.set_defaults(func=_eval)
 
     n = sub.add_parser("notebooks", help="execute the notebooks headless")

@@ -150,9 +150,11 @@ def test_cli_trains_and_evaluates_the_quick_config(tmp_path, capsys, monkeypatch
     assert len(saved["per_frame"]["iou"]) == 17 and 0.0 <= saved["mean"]["iou"] <= 1.0
     assert {"chamfer_l1_x10", "chamfer_l2_sq", "corr_l2_x10"} <= set(saved["mean"]) and "x10" in saved["units"]
     assert np.isfinite(saved["seconds"]["total"])
-    assert cli_main(["eval", "oflow", str(out), str(root), "--split", "train", "--max-windows", "1"]) == 0
+    assert saved["iou_points_per_frame"] == 512
+    assert cli_main(["eval", "oflow", str(out), str(root), "--split", "train", "--max-windows", "1",
+                     "--points", "100"]) == 0
     one = json.loads(capsys.readouterr().out)
-    assert one["split"] == "train" and one["windows"] == 1
+    assert one["split"] == "train" and one["windows"] == 1 and one["iou_points_per_frame"] == 100
     with pytest.raises(SystemExit, match="oflow only"):
         cli_main(["eval", "sof", str(out), str(root), "--split", "train"])
 

@@ -342,7 +342,8 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, data: str | os.PathLike, 
     header = {"checkpoint": str(checkpoint), "data": str(data), "split": split, "device": str(device),
               "model": {"preset": tc.get("model_preset"), "parameters": sum(p.numel() for p in model.parameters()),
                         "ode": loaded.model.config.ode.method, "step": loaded.meta.get("step")},
-              "occupancy_points": occupancy}
+              "occupancy_points": occupancy,
+              "iou_points_per_frame": int(dataset[0]["points"].shape[-2]) if occupancy and len(dataset) else None}
     return {**header, **result}
 
 
