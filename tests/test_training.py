@@ -385,3 +385,19 @@ def test_schedule_added_on_resume_is_replayed_to_the_checkpoint_step(tmp_path):
     resumed.fit(resume=True)
     assert resumed.optimizer.param_groups[0]["lr"] == pytest.approx(1e-2 * 0.5)
     assert resumed.scheduler.last_epoch == 8
+
+
+def test_schedule_replaced_on_resume_replays_from_the_base_rate(tmp_path):
+    """A decayed run continued with a later milestone (checkpoint scheduler state dropped) gets its base rate back."""
+    first = _trainer(tmp_path / "run", max_steps=8)  # StepLR(5, 0.5): the saved rate is decayed to 5e-3
+    first.fit()
+    assert first.optimizer.param_groups[0]["lr"] == pytest.approx(5e-3)
+    path = tmp_path / "run" / "checkpoints" / "step_00000008.pt"
+    ck = torch.load(path, weights_only=False)
+    ck["scheduler"] = None
+    torch.save(ck, path)
+    resumed = _trainer(tmp_path / "run", max_steps=9)
+    resumed.scheduler = torch.optim.lr_scheduler.MultiStepLR(resumed.optimizer, milestones=[20], gamma=0.1)
+    resumed.fit(resume=True)
+    assert resumed.optimizer.param_groups[0]["lr"] == pytest.approx(1e-2)  # before the new milestone
+    assert resumed.scheduler.last_epoch == 9

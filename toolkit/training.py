@@ -607,7 +607,10 @@ class Trainer:
         if self.scheduler is not None and ck.get("scheduler") is not None:
             self.scheduler.load_state_dict(ck["scheduler"])
         elif self.scheduler is not None:
-            # A schedule added when continuing a constant-rate run: replay it to the checkpoint's step.
+            # A schedule added (or replaced) when continuing a run: replay it from the base rates to the
+            # checkpoint's step; the loaded optimizer may carry a rate an earlier schedule had decayed.
+            for group, base in zip(self.optimizer.param_groups, self.scheduler.base_lrs, strict=True):
+                group["lr"] = base
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # "scheduler.step() before optimizer.step()"
                 for _ in range(int(ck["step"])):
