@@ -260,8 +260,8 @@ def evaluate_model(model: OccupancyFlow, dataset: SequenceDataset, *, max_window
         n_normal_points: points sampled on each ground-truth mesh for the normal consistency.
     Returns:
         A JSON-ready dict: ``per_frame`` (metric -> list over frames, mean over windows), ``mean``
-        (metric -> mean over frames), ``per_window`` (sequence, start and per-frame lists), ``times``,
-        ``seconds`` (total per stage), ``units``. NaN values become None.
+        (metric -> mean over frames), ``per_window`` (sequence, start, IoU points per frame and per-frame
+        lists), ``times``, ``seconds`` (total per stage), ``units``. NaN values become None.
     """
     if not dataset.eval:
         raise ValueError("evaluate_model needs a dataset built with eval=True (all frames, deterministic points)")
@@ -285,6 +285,7 @@ def evaluate_model(model: OccupancyFlow, dataset: SequenceDataset, *, max_window
         for k, v in secs.items():
             seconds[k] = seconds.get(k, 0.0) + v
         per_window.append({"sequence": item["sequence"], "start": int(start),
+                           "iou_points": int(item["points"].shape[-2]) if "points" in item else None,
                            **{k: v.tolist() for k, v in metrics.items()}})
     names = [k for k in METRICS if per_window and k in per_window[0]]
     per_frame = {k: _nanmean_rows([w[k] for w in per_window]) for k in names}
@@ -343,7 +344,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, data: str | os.PathLike, 
               "model": {"preset": tc.get("model_preset"), "parameters": sum(p.numel() for p in model.parameters()),
                         "ode": loaded.model.config.ode.method, "step": loaded.meta.get("step")},
               "occupancy_points": occupancy,
-              "iou_points_per_frame": int(dataset[0]["points"].shape[-2]) if occupancy and len(dataset) else None}
+              "iou_points_per_frame": result["per_window"][0]["iou_points"] if result["per_window"] else None}
     return {**header, **result}
 
 

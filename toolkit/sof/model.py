@@ -441,7 +441,7 @@ class SOFModel(nn.Module):
         logits, depth = [], []
         for i in range(0, uv.shape[0], chunk):
             out = self._march(None, cam2world, K, uv[i:i + chunk], weights=weights, start_depth=start_depth,
-                              trace=False, step=step or march_step)
+                              trace=False, step=step)
             logits.append(out.logits)
             depth.append(out.depth)
         B = weights.batch_size

@@ -412,4 +412,4 @@ def _render_compiled(model, codes: torch.Tensor, cam2world: torch.Tensor, K: tor
     if not _COMPILED:
         _COMPILED["step"] = torch.compile(march_step, dynamic=False)
     return model.render(None, cam2world, K, height, width, weights=model.phi_weights(codes),
-                        chunk=min(chunk, height * width), step=_COMPILED["step"])
+                        chunk=chunk, step=_COMPILED["step"])
