@@ -208,3 +208,26 @@ def test_stage2_code_inits(trained, portraits, tmp_path):
     torch.testing.assert_close(_initial_codes(base, "mean", portraits, split), codes.mean(0).expand(2, -1))
     with pytest.raises(ValueError, match="valid"):
         _config(portraits, tmp_path, stage="inverse", checkpoint="x.pt", code_init="closest")
+
+
+def test_init_from_extends_a_trained_model_with_new_portraits(trained, tmp_path):
+    _, result = trained
+    more = tmp_path / "more"
+    write_portrait_dataset(more, instances=3, views=6, size=32, seed=3)  # instances 0-1 are `portraits`
+    ext = _config(more, tmp_path / "ext", init_from=str(result.checkpoint))
+    extended = train_multiview(ext, progress=False, stop_at=0).model
+    base = load_sof(result.checkpoint).model
+    for k, v in base.state_dict().items():
+        if not k.startswith("latent_codes"):
+            assert torch.equal(extended.state_dict()[k], v), k
+    old = {n: i for i, n in enumerate(result.split.instances)}
+    codes = extended.latent_codes.weight
+    for i, name in enumerate(sorted(old) + ["00002"]):
+        if name in old:
+            assert torch.equal(codes[i], base.latent_codes.weight[old[name]])
+        else:  # a new portrait starts from the small random init
+            assert 0 < codes[i].abs().max() < 0.1
+    wrong = _config(more, tmp_path / "wrong", init_from=str(result.checkpoint),
+                    model_overrides={**TINY_MODEL, "phi_width": 16})
+    with pytest.raises(DataError, match="phi_width"):
+        train_multiview(wrong, progress=False, stop_at=0)

@@ -96,6 +96,10 @@ class SofTrainConfig:
     "nearest": per portrait, the stage-1 code whose render of the fitted view has the lowest cross-entropy."""
     unfreeze_at: int | None = None
     """Stage 2: unfreeze the networks at this step (the original's steps_til_reset); None keeps them frozen."""
+    init_from: str = ""
+    """Stage 1: start a new run from this checkpoint's networks, e.g. to extend a trained model with more
+    portraits. Portraits it was trained on (same instance names) keep their codes; new ones start from
+    N(0, 0.01²). The model config must match apart from the number of instances."""
 
     def __post_init__(self):
         if self.stage not in STAGES:
@@ -170,6 +174,8 @@ def train_multiview(config: SofTrainConfig, *, callbacks: Sequence[Callback] = (
         sof = SOFModel(model_config(config.model_preset, num_instances=len(split.instances),
                                     projection=train_set.projection, num_classes=train_set.num_classes,
                                     **config.model_overrides))
+        if config.init_from:  # a resumed run reloads its own checkpoint over this
+            _warm_start(sof, load_sof(_resolve(config.init_from)), split.instances)
     trainable = SofTrainable(sof)
     optimizer = torch.optim.Adam(trainable.parameters(), lr=config.lr)
     val_samples = _fixed_subset(split.val, config.val_max_views, config.seed)
@@ -462,6 +468,22 @@ def _fresh_codes(base: SOFModel, num_instances: int, seed: int) -> SOFModel:
     with torch.no_grad():
         model.latent_codes.weight.copy_(torch.randn(model.latent_codes.weight.shape, generator=g) * 0.01)
     return model
+
+
+def _warm_start(sof: SOFModel, base: LoadedSof, instances: Sequence[str]) -> None:
+    """Copy ``base``'s networks into ``sof`` and the codes of the portraits both were trained on."""
+    mismatch = {k: (v, getattr(base.model.config, k)) for k, v in dataclasses.asdict(sof.config).items()
+                if k != "num_instances" and v != getattr(base.model.config, k)}
+    if mismatch:
+        raise DataError(base.path, "init_from: model config differs from this run's "
+                        + ", ".join(f"{k}: run {a!r} vs checkpoint {b!r}" for k, (a, b) in mismatch.items()))
+    sof.load_state_dict({k: v for k, v in base.model.state_dict().items() if not k.startswith("latent_codes")},
+                        strict=False)
+    old = {name: i for i, name in enumerate(base.meta.get("split", {}).get("instances", []))}
+    with torch.no_grad():
+        for i, name in enumerate(instances):
+            if name in old:
+                sof.latent_codes.weight[i] = base.model.latent_codes.weight[old[name]]
 
 
 CODE_INITS = ("random", "mean", "nearest")
