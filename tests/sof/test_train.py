@@ -231,3 +231,21 @@ def test_init_from_extends_a_trained_model_with_new_portraits(trained, tmp_path)
                     model_overrides={**TINY_MODEL, "phi_width": 16})
     with pytest.raises(DataError, match="phi_width"):
         train_multiview(wrong, progress=False, stop_at=0)
+
+
+def test_stage2_unfreezes_the_networks_at_their_own_rate(trained, tmp_path):
+    _, result = trained
+    new = tmp_path / "new"
+    write_portrait_dataset(new, instances=2, views=2, size=32, seed=11)
+    s2 = _config(new, tmp_path / "s2", stage="inverse", checkpoint=str(result.checkpoint), max_steps=10,
+                 val_every=10, ckpt_every=5, keep_last=None, lr=1e-2, unfreeze_at=5, network_lr=1e-4)
+    fitted = fit_codes(s2, progress=False)
+    base = load_sof(result.checkpoint).model.state_dict()
+    at_unfreeze = torch.load(tmp_path / "s2" / "checkpoints" / "step_00000005.pt", weights_only=True)["model"]
+    change = 0.0
+    for k, v in fitted.model.state_dict().items():
+        if not k.startswith("latent_codes"):
+            assert torch.equal(at_unfreeze[f"sof.{k}"], base[k]), f"{k} moved before unfreeze_at"
+            change = max(change, (v - base[k]).abs().max().item())
+    # 5 Adam steps at 1e-4 move a weight by at most about 5 x 3.2e-4; at the codes' 1e-2 it would be 30x more
+    assert 0 < change < 1.6e-3

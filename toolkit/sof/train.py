@@ -96,6 +96,9 @@ class SofTrainConfig:
     "nearest": per portrait, the stage-1 code whose render of the fitted view has the lowest cross-entropy."""
     unfreeze_at: int | None = None
     """Stage 2: unfreeze the networks at this step (the original's steps_til_reset); None keeps them frozen."""
+    network_lr: float | None = None
+    """Stage 2: learning rate of the networks once unfrozen; None uses ``lr`` (the original's single rate),
+    which is far too high for the networks at the codes' usual 1e-2."""
     init_from: str = ""
     """Stage 1: start a new run from this checkpoint's networks, e.g. to extend a trained model with more
     portraits. Portraits it was trained on (same instance names) keep their codes; new ones start from
@@ -227,7 +230,7 @@ def fit_codes(config: SofTrainConfig, *, callbacks: Sequence[Callback] = (), res
     if positions is not None:
         groups.append({"params": [trainable.camera_positions], "lr": config.camera_lr})
     network_params = [p for n, p in sof.named_parameters() if not n.startswith("latent_codes")]
-    groups.append({"params": network_params, "lr": config.lr})
+    groups.append({"params": network_params, "lr": config.lr if config.network_lr is None else config.network_lr})
     for p in network_params:  # frozen: no gradient, so Adam leaves them untouched
         p.requires_grad_(False)
     optimizer = torch.optim.Adam(groups)
