@@ -392,10 +392,8 @@ def test_schedule_replaced_on_resume_replays_from_the_base_rate(tmp_path):
     first = _trainer(tmp_path / "run", max_steps=8)  # StepLR(5, 0.5): the saved rate is decayed to 5e-3
     first.fit()
     assert first.optimizer.param_groups[0]["lr"] == pytest.approx(5e-3)
-    path = tmp_path / "run" / "checkpoints" / "step_00000008.pt"
-    ck = torch.load(path, weights_only=False)
-    ck["scheduler"] = None
-    torch.save(ck, path)
+    dropped = training.drop_schedule(tmp_path / "run")
+    assert dropped.name == "step_00000008.pt" and torch.load(dropped, weights_only=True)["scheduler"] is None
     resumed = _trainer(tmp_path / "run", max_steps=9)
     resumed.scheduler = torch.optim.lr_scheduler.MultiStepLR(resumed.optimizer, milestones=[20], gamma=0.1)
     resumed.fit(resume=True)

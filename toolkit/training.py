@@ -722,6 +722,26 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device | 
     return ck
 
 
+def drop_schedule(checkpoint: str | os.PathLike) -> Path:
+    """Remove a checkpoint's LR-scheduler state (atomically), so that a run resumed from it with other
+    ``lr`` / ``lr_milestones`` replays the new schedule from its base rate instead of restoring the old one.
+
+    Args:
+        checkpoint: checkpoint file or run folder (its latest checkpoint).
+
+    Returns:
+        The file that was rewritten.
+    """
+    path = Path(checkpoint)
+    if path.is_dir():
+        path = latest_checkpoint(path) or path
+    ck = load_checkpoint(path)
+    ck["scheduler"] = None
+    with atomic_write(path) as f:
+        torch.save(ck, f)
+    return path
+
+
 def step_schedule(optimizer: torch.optim.Optimizer, milestones: Sequence[int] | None,
                   gamma: float) -> torch.optim.lr_scheduler.MultiStepLR | None:
     """The rate x ``gamma`` at each of ``milestones`` (trainer steps), or None for a constant rate."""

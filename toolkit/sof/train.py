@@ -177,7 +177,7 @@ def train_multiview(config: SofTrainConfig, *, callbacks: Sequence[Callback] = (
         sof = SOFModel(model_config(config.model_preset, num_instances=len(split.instances),
                                     projection=train_set.projection, num_classes=train_set.num_classes,
                                     **config.model_overrides))
-        if config.init_from:  # a resumed run reloads its own checkpoint over this
+        if config.init_from and not (resume and _latest(run_dir)):  # a resumed run has its own weights
             _warm_start(sof, load_sof(_resolve(config.init_from)), split.instances)
     trainable = SofTrainable(sof)
     optimizer = torch.optim.Adam(trainable.parameters(), lr=config.lr)
@@ -462,15 +462,19 @@ def _meta(config: SofTrainConfig, sof: SOFModel, dataset: SofDataset, split: Spl
 
 def _fresh_codes(base: SOFModel, num_instances: int, seed: int) -> SOFModel:
     """A copy of ``base`` with ``num_instances`` new codes drawn N(0, 0.01²) (the original's init)."""
-    cfg = dataclasses.replace(base.config, num_instances=num_instances)
-    model = SOFModel(cfg)
-    state = {k: v for k, v in base.state_dict().items() if not k.startswith("latent_codes")}
-    missing, _ = model.load_state_dict(state, strict=False)
-    assert all(k.startswith("latent_codes") for k in missing), missing
+    model = SOFModel(dataclasses.replace(base.config, num_instances=num_instances))
+    _copy_networks(model, base)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         model.latent_codes.weight.copy_(torch.randn(model.latent_codes.weight.shape, generator=g) * 0.01)
     return model
+
+
+def _copy_networks(dst: SOFModel, src: SOFModel) -> None:
+    """Load every weight of ``src`` but its latent codes into ``dst`` (same sizes apart from the code table)."""
+    missing, _ = dst.load_state_dict({k: v for k, v in src.state_dict().items() if not k.startswith("latent_codes")},
+                                     strict=False)
+    assert all(k.startswith("latent_codes") for k in missing), missing
 
 
 def _warm_start(sof: SOFModel, base: LoadedSof, instances: Sequence[str]) -> None:
@@ -480,8 +484,7 @@ def _warm_start(sof: SOFModel, base: LoadedSof, instances: Sequence[str]) -> Non
     if mismatch:
         raise DataError(base.path, "init_from: model config differs from this run's "
                         + ", ".join(f"{k}: run {a!r} vs checkpoint {b!r}" for k, (a, b) in mismatch.items()))
-    sof.load_state_dict({k: v for k, v in base.model.state_dict().items() if not k.startswith("latent_codes")},
-                        strict=False)
+    _copy_networks(sof, base.model)
     old = {name: i for i, name in enumerate(base.meta.get("split", {}).get("instances", []))}
     with torch.no_grad():
         for i, name in enumerate(instances):
