@@ -13,7 +13,13 @@ import torch
 from PIL import Image
 
 from toolkit.cli import main as cli_main
-from toolkit.geometry.cameras import DEFAULT_TARGET, default_intrinsics, orbit_cameras, scale_intrinsics
+from toolkit.geometry.cameras import (
+    DEFAULT_TARGET,
+    default_intrinsics,
+    orbit_cameras,
+    portrait_intrinsics,
+    scale_intrinsics,
+)
 from toolkit.io import DataError, write_label_png, write_rgb_png
 from toolkit.labels import CELEBAMASK19_NAMES, SOF20
 from toolkit.sof.data import (
@@ -408,6 +414,37 @@ def test_ray_subsets(good):
         SofDataset(good, image_size=SIZE, num_rays=257)
 
 
+def test_balanced_rays_oversample_small_classes(tmp_path):
+    """A view that is 97 % class 1 and 3 % class 2: uniform draws give class 2 about 3 % of the rays, the
+    balanced draw (half uniform, half weight 1/sqrt(class pixels)) its expected 14.4 %; draws stay distinct,
+    sorted and reproducible."""
+    size = 32
+    labels = np.ones((size, size), np.uint8)
+    labels[:6, :5] = 2  # 30 of 1024 pixels
+    write_instance(tmp_path / "a", labels[None], orbit_cameras(4.5, 0.0, 0.0)[None], default_intrinsics(size))
+    write_meta(tmp_path, projection="ortho", image_size=size)
+    small = {}
+    for how in ("uniform", "balanced"):
+        ds = SofDataset(tmp_path, image_size=size, num_rays=200, ray_sampling=how)
+        fractions = []
+        for epoch in range(40):
+            ds.set_epoch(epoch)
+            item = ds[0]
+            pix = item["pixel_index"]
+            assert len(torch.unique(pix)) == 200 and bool((pix.diff() > 0).all())
+            fractions.append(float((item["labels"] == 2).float().mean()))
+        small[how] = np.mean(fractions)
+    w1, w2 = 994 / np.sqrt(994), 30 / np.sqrt(30)  # total balanced weight of each class
+    expected = 0.5 * 30 / 1024 + 0.5 * w2 / (w1 + w2)
+    assert abs(small["uniform"] - 30 / 1024) < 0.01, small
+    assert abs(small["balanced"] - expected) < 0.02, (small, expected)
+    ds = SofDataset(tmp_path, image_size=size, num_rays=200, ray_sampling="balanced")
+    torch.testing.assert_close(ds[0]["pixel_index"], SofDataset(tmp_path, image_size=size, num_rays=200,
+                                                                ray_sampling="balanced")[0]["pixel_index"])
+    with pytest.raises(ValueError, match=r"unknown ray_sampling 'edges'; valid: \['uniform', 'balanced'\]"):
+        SofDataset(tmp_path, image_size=size, num_rays=20, ray_sampling="edges")
+
+
 # ----------------------------------------------------------------------------------------------------
 # CelebAMask-HQ conversion
 # ----------------------------------------------------------------------------------------------------
@@ -454,7 +491,7 @@ def test_celebamask_dataset_validates_and_loads(celeba):
         full = np.array(Image.open(written[512][i] / "seg_00.png"))
         np.testing.assert_array_equal(item["labels"].numpy(), full[::4, ::4].ravel())  # floor(r·512/128) = 4r
         np.testing.assert_array_equal(item["cam2world"].numpy(), orbit_cameras(4.5, 0.0, 0.0).astype(np.float32))
-        np.testing.assert_array_equal(item["intrinsics"].numpy(), default_intrinsics(128, "ortho").astype(np.float32))
+        np.testing.assert_array_equal(item["intrinsics"].numpy(), portrait_intrinsics(128, "ortho").astype(np.float32))
 
 
 @pytest.mark.realdata
@@ -463,7 +500,7 @@ def test_celebamask_perspective_and_cli(shared_data, tmp_path, capsys):
     (folder, _) = convert_celebamask(masks, tmp_path / "p", size=32, projection="perspective")
     cam = np.load(folder / "cam2world.npy")
     assert cam.shape == (1, 4, 4)
-    np.testing.assert_allclose(np.linalg.norm(cam[0, :3, 3] - DEFAULT_TARGET), 1.3)
+    np.testing.assert_allclose(np.linalg.norm(cam[0, :3, 3] - DEFAULT_TARGET), 9.5)
     assert SofDataset(tmp_path / "p", image_size=32).projection == "perspective"
     with pytest.raises(DataError, match=r"projection 'perspective' \(requested 'ortho'\)"):
         convert_celebamask(masks, tmp_path / "p", size=32)

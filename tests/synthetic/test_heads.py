@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from toolkit.geometry.cameras import default_intrinsics, generate_rays, orbit_cameras, pixel_grid
+from toolkit.geometry.cameras import generate_rays, orbit_cameras, pixel_grid, portrait_intrinsics
 from toolkit.io import DataError, load_npy, read_label_png
 from toolkit.labels import SOF20
 from toolkit.synthetic.heads import (
@@ -17,6 +17,7 @@ from toolkit.synthetic.heads import (
     HAIR_STYLES,
     HeadParams,
     SyntheticHead,
+    alignment,
     head_from_seed,
     load_head,
     portrait_cameras,
@@ -72,6 +73,12 @@ def marched_render(head: SyntheticHead, cams: np.ndarray, K: np.ndarray, size: i
     return labels.reshape(len(cams), size, size).numpy()
 
 
+def _centroid(labels: np.ndarray, *names: str) -> np.ndarray:
+    """(column, row) mean of the pixels of some classes."""
+    rows, cols = np.nonzero(np.isin(labels, [ID[n] for n in names]))
+    return np.array([cols.mean(), rows.mean()])
+
+
 def _decorated(seed: int, **changes) -> HeadParams:
     return dataclasses.replace(sample_head(np.random.default_rng(seed)), **changes)
 
@@ -83,7 +90,7 @@ def test_render_matches_marched_label_field(projection):
                                       neckline="scoop")),
              SyntheticHead(_decorated(12, hair_style="bun", earrings=True, necklace=False, glasses=True, hat=True))]
     size = 64
-    K = default_intrinsics(size, projection)
+    K = portrait_intrinsics(size, projection)
     agree, total = 0, 0
     for i, head in enumerate(heads):
         cams = portrait_cameras(3, np.random.default_rng(i), projection)
@@ -96,7 +103,7 @@ def test_render_matches_marched_label_field(projection):
 
 
 def test_every_class_appears_in_twenty_heads():
-    K = default_intrinsics(64, "ortho")
+    K = portrait_intrinsics(64, "ortho")
     cams = orbit_cameras(4.5, np.array([0.0, 0.7, -0.7]), np.array([0.0, 0.2, -0.2]))
     seen, styles = set(), set()
     for seed in range(20):
@@ -110,7 +117,7 @@ def test_every_class_appears_in_twenty_heads():
 
 def test_left_right_are_the_persons():
     head = SyntheticHead(_decorated(3, hair_style="short", hat=False, glasses=False))
-    frontal = head.render(FRONTAL_ORTHO, default_intrinsics(128, "ortho"), 128, 128, device="cpu")
+    frontal = head.render(FRONTAL_ORTHO, portrait_intrinsics(128, "ortho"), 128, 128, device="cpu")
     for left, right in (("l_eye", "r_eye"), ("l_brow", "r_brow"), ("l_ear", "r_ear"), ("l_nose", "r_nose")):
         cols_l, cols_r = np.nonzero(frontal == ID[left])[1], np.nonzero(frontal == ID[right])[1]
         assert cols_l.size >= 4 and cols_r.size >= 4, (left, cols_l.size, right, cols_r.size)
@@ -129,7 +136,7 @@ def test_left_right_are_the_persons():
 def test_features_are_visible_and_portrait_fills_the_frame():
     head = SyntheticHead(_decorated(5, hair_style="short", hat=False, glasses=False, earrings=True,
                                     mouth_open=0.1))
-    frontal = head.render(FRONTAL_ORTHO, default_intrinsics(128, "ortho"), 128, 128, device="cpu")
+    frontal = head.render(FRONTAL_ORTHO, portrait_intrinsics(128, "ortho"), 128, 128, device="cpu")
     counts = np.bincount(frontal.ravel(), minlength=20)
     for name in ("l_eye", "r_eye", "l_brow", "r_brow", "u_lip", "l_lip", "mouth", "ear_r"):
         assert counts[ID[name]] >= 6, (name, counts[ID[name]])
@@ -137,6 +144,25 @@ def test_features_are_visible_and_portrait_fills_the_frame():
     assert rows.max() - rows.min() >= 80, "the bust should span most of the image height"
     skin_cols = np.nonzero((frontal == ID["skin"]).any(0))[0]
     assert skin_cols.max() - skin_cols.min() >= 30
+
+
+def test_frontal_view_is_the_aligned_crop_of_its_eyes_and_mouth():
+    """The CelebA-HQ / FFHQ alignment computed from the rendered eyes and lips of the frontal view is the
+    image itself: crop side = image side, crop centre = image centre (landmarks from label centroids)."""
+    size = 256
+    K = portrait_intrinsics(size, "ortho")
+    for seed in range(6):
+        head = SyntheticHead(_decorated(seed, glasses=False, hat=False))
+        frontal = head.render(FRONTAL_ORTHO, K, size, size, device="cpu")
+
+        e_left, e_right, mouth = (_centroid(frontal, *names) for names in (("r_eye",), ("l_eye",),
+                                                                            ("u_lip", "l_lip", "mouth")))
+        e = (e_left + e_right) / 2
+        d, m = e_right - e_left, mouth - e
+        half_side = max(2.0 * np.linalg.norm(d), 1.8 * np.linalg.norm(m))
+        c = e + 0.1 * m
+        assert abs(2 * half_side / size - 1) < 0.04, (seed, 2 * half_side / size)
+        np.testing.assert_allclose(c / size, [0.5, 0.5], atol=0.02)
 
 
 def test_every_solid_lies_inside_the_marching_sphere():
@@ -156,7 +182,7 @@ def test_label_logits_and_render_agree_on_hand_picked_points():
     params = _decorated(7, hair_style="bald", glasses=False, hat=False)
     head = SyntheticHead(params)
     size = 128
-    K = default_intrinsics(size, "ortho")
+    K = portrait_intrinsics(size, "ortho")
     hr = head.raycast(FRONTAL_ORTHO, K, size, size, device="cpu")
     frontal, depth = hr.labels[0], hr.depth[0]
     # Centre pixel: the ray x = 0, y = 0.1 meets the nose tip (x = 0 belongs to l_nose) or the skin.
@@ -164,12 +190,14 @@ def test_label_logits_and_render_agree_on_hand_picked_points():
     hit = np.array([0.0, 0.1, 4.5 - depth[64, 64]])
     assert head.label(hit[None] + [0, 0, 1e-3])[0] == 0
     assert head.label(hit[None] - [0, 0, 2e-4])[0] == frontal[64, 64]
-    # The left eye's centre projects to u = cx + x * f, v = cy - (y - 0.1) * f (f = 36 px per unit).
-    ex, ey = params.eye_offset[0], params.head_center[1] + params.eye_offset[1]
-    u, v = round(64 + ex * 36), round(64 - (ey - 0.1) * 36)
+    # The left eye's centre (0.5, 0) in face units projects to u = cx + x * f, v = cy - (y - 0.1) * f.
+    al = alignment(params)
+    ex, ey = al.scale * 0.5, al.scale * (0.0 - al.center[1]) + 0.1
+    f = K[0, 0]
+    u, v = round(64 + ex * f), round(64 - (ey - 0.1) * f)
     assert u > 64 and frontal[v, u] == ID["l_eye"]
     # logits: one-hot scores whose argmax is the label, on tensors; label also takes NumPy.
-    pts = torch.tensor([[0.0, 0.1, 4.5 - float(depth[64, 64]) - 2e-4], [0.0, 0.0, 1.49], [0.5, -1.1, 0.0]])
+    pts = torch.tensor([[0.0, 0.1, 4.5 - float(depth[64, 64]) - 2e-4], [0.0, 0.0, 1.49], [0.9, -1.0, 0.0]])
     logits = head.logits(pts)
     assert logits.shape == (3, 20) and logits.dtype == torch.float32
     torch.testing.assert_close(logits.argmax(-1), head.label(pts))
@@ -180,8 +208,8 @@ def test_label_logits_and_render_agree_on_hand_picked_points():
 def test_sampling_is_deterministic_by_seed():
     assert head_from_seed(4).params == head_from_seed(4).params
     assert head_from_seed(4).params != head_from_seed(5).params
-    a = head_from_seed(4).render(FRONTAL_ORTHO, default_intrinsics(64, "ortho"), 64, 64, device="cpu")
-    b = head_from_seed(4).render(FRONTAL_ORTHO, default_intrinsics(64, "ortho"), 64, 64, device="cpu")
+    a = head_from_seed(4).render(FRONTAL_ORTHO, portrait_intrinsics(64, "ortho"), 64, 64, device="cpu")
+    b = head_from_seed(4).render(FRONTAL_ORTHO, portrait_intrinsics(64, "ortho"), 64, 64, device="cpu")
     np.testing.assert_array_equal(a, b)
 
 
@@ -198,8 +226,8 @@ def test_params_json_round_trip_and_errors(tmp_path):
     with pytest.raises(ValueError, match=r"unknown keys \['eye_size'\], missing keys \['eye_radii'\]"):
         HeadParams.from_dict(bad)
     bad = params.to_dict()
-    bad["head_radii"] = [0.5, 0.6]
-    with pytest.raises(ValueError, match="'head_radii' must be a list of 3 numbers"):
+    bad["skull_radii"] = [0.5, 0.6]
+    with pytest.raises(ValueError, match="'skull_radii' must be a list of 3 numbers"):
         HeadParams.from_dict(bad)
     (tmp_path / "head.json").write_text('{"params": {"hair_style": "short"}}')
     with pytest.raises(DataError, match="head.json: head parameters: unknown keys"):
@@ -225,7 +253,7 @@ def test_write_portrait_dataset(tmp_path, projection):
     cams = load_npy(folder / "cam2world.npy")
     K = load_npy(folder / "intrinsic.npy")
     assert cams.shape == (views, 4, 4)
-    np.testing.assert_allclose(K, default_intrinsics(size, projection))
+    np.testing.assert_allclose(K, portrait_intrinsics(size, projection))
     # View 00 is frontal: on +z, looking at (0, 0.1, 0) along -z.
     np.testing.assert_allclose(cams[0, :3, 3] * [1, 1, 0], [0, 0.1, 0], atol=1e-9)
     np.testing.assert_allclose(cams[0, :3, 2], [0, 0, -1], atol=1e-9)

@@ -108,6 +108,25 @@ def default_intrinsics(size: int, projection: str = "ortho") -> np.ndarray:
     return intrinsics_matrix(f, f, size // 2, size // 2)
 
 
+PORTRAIT_CROP_SIDE = 1.9
+"""World size of an aligned portrait crop (CelebA-HQ / FFHQ alignment; see
+:func:`toolkit.synthetic.heads.alignment`): the view of :func:`portrait_intrinsics` at the orbit radius."""
+PORTRAIT_PERSPECTIVE_DISTANCE = 9.5
+"""Camera distance at which :func:`portrait_intrinsics` frames the aligned crop in perspective."""
+
+
+def portrait_intrinsics(size: int, projection: str = "ortho") -> np.ndarray:
+    """Intrinsics that frame an aligned portrait crop (:data:`PORTRAIT_CROP_SIDE` world units) at ``size``.
+
+    The frontal view of the toolkit's synthetic portraits, and a converted CelebAMask-HQ mask, are this
+    crop: ortho f = size / 1.9 px per world unit (67.4 px at 128 px), perspective f = 5 * size at distance
+    9.5 (an 11.4 degree field of view); the principal point is ``size // 2``.
+    """
+    check_projection(projection)
+    f = size / PORTRAIT_CROP_SIDE * (1.0 if projection == "ortho" else PORTRAIT_PERSPECTIVE_DISTANCE)
+    return intrinsics_matrix(f, f, size // 2, size // 2)
+
+
 def scale_intrinsics(K: np.ndarray, sx: float, sy: float | None = None, pixel_center: float = 0.0) -> np.ndarray:
     """Intrinsics for an image resized by (sx, sy).
 

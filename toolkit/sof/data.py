@@ -47,11 +47,12 @@ import torch
 from torch.utils.data import Dataset
 
 from toolkit.geometry.cameras import (
+    PORTRAIT_PERSPECTIVE_DISTANCE,
     PROJECTIONS,
     check_projection,
-    default_intrinsics,
     orbit_cameras,
     pixel_grid,
+    portrait_intrinsics,
     rigid_problem,
     scale_intrinsics,
 )
@@ -76,8 +77,9 @@ ZRANGE_FILE = "zRange.npy"
 DEFAULT_PROJECTION = "ortho"
 """The released checkpoint's camera model (sof.md 2.4), assumed when meta.json does not say."""
 PIXEL_CENTERS = (0.0, 0.5)
-CELEBAMASK_CAMERA_RADIUS = {"ortho": 4.5, "perspective": 1.3}
-"""Distance of the default frontal camera given to converted single-view masks."""
+CELEBAMASK_CAMERA_RADIUS = {"ortho": 4.5, "perspective": PORTRAIT_PERSPECTIVE_DISTANCE}
+"""Distance of the default frontal camera given to converted single-view masks (that of the synthetic
+portraits, at which :func:`toolkit.geometry.cameras.portrait_intrinsics` frames the aligned crop)."""
 
 _SEG_RE = re.compile(r"^seg_(\d+)\.png$")
 _VIS_RE = re.compile(r"^seg_vis_(\d+)\.png$")
@@ -454,6 +456,10 @@ def make_split(root: str | os.PathLike, *, val_views_per_instance: int = 2, val_
 # Torch dataset
 # ----------------------------------------------------------------------------------------------------
 
+RAY_SAMPLINGS = ("uniform", "balanced")
+"""Ray subset draws of :class:`SofDataset` (``ray_sampling``)."""
+
+
 class SofDataset(Dataset):
     """(instance, view) samples of a SOF dataset as dicts of tensors.
 
@@ -484,6 +490,9 @@ class SofDataset(Dataset):
         projection: camera model when meta.json does not state one (default "ortho").
         validate: read and check every label PNG up front (otherwise only structure and cameras).
         with_depth: also serve each view's ``depth_XX.png`` (for depth supervision).
+        ray_sampling: how ``num_rays`` pixels are drawn: "uniform", or "balanced" (half uniform, half with
+            weight 1/sqrt(pixels of the pixel's class in that view), so that small parts such as eyes and
+            lips get several rays per image; a class-rebalanced cross-entropy).
     Raises:
         DataError: the dataset has problems (all listed), the split names unknown instances or views, or
             ``with_depth`` is set and a served view has no depth map.
@@ -491,13 +500,17 @@ class SofDataset(Dataset):
 
     def __init__(self, root: str | os.PathLike, *, split: Sequence[tuple[str, int]] | None = None,
                  instances: Sequence[str] | None = None, image_size: int = 128, num_rays: int | None = None,
-                 seed: int = 0, projection: str | None = None, validate: bool = True, with_depth: bool = False):
+                 seed: int = 0, projection: str | None = None, validate: bool = True, with_depth: bool = False,
+                 ray_sampling: str = "uniform"):
         if int(image_size) != image_size or image_size <= 0:
             raise ValueError(f"image_size must be a positive integer; got {image_size!r}")
         if num_rays is not None and not (0 < int(num_rays) <= image_size ** 2):
             raise ValueError(f"num_rays must be in 1..{image_size ** 2} (image_size²) or None; got {num_rays!r}")
         if int(seed) != seed or seed < 0:
             raise ValueError(f"seed must be a non-negative integer; got {seed!r}")
+        if ray_sampling not in RAY_SAMPLINGS:
+            raise ValueError(f"unknown ray_sampling {ray_sampling!r}; valid: {list(RAY_SAMPLINGS)}")
+        self.ray_sampling = ray_sampling
         self.root = Path(root)
         self.data = read_dataset(self.root, projection=projection, check_labels=validate)
         self.meta = self.data.meta
@@ -596,7 +609,15 @@ class SofDataset(Dataset):
         if self.num_rays is None:
             return torch.arange(n_pix, dtype=torch.int64)
         rng = np.random.default_rng([_name_seed(self.seed, name), self.epoch, int(view)])
-        return torch.from_numpy(np.sort(rng.choice(n_pix, size=self.num_rays, replace=False)).astype(np.int64))
+        if self.ray_sampling == "uniform":
+            return torch.from_numpy(np.sort(rng.choice(n_pix, size=self.num_rays, replace=False)).astype(np.int64))
+        labels = self._labels(name, view)[0].numpy()
+        weight = 1.0 / np.sqrt(np.bincount(labels)[labels])
+        p = 0.5 / n_pix + 0.5 * weight / weight.sum()
+        # Gumbel top-k: the num_rays largest keys are a draw without replacement with probabilities p.
+        keys = np.log(p) + rng.gumbel(size=n_pix)
+        chosen = np.argpartition(-keys, self.num_rays - 1)[:self.num_rays]
+        return torch.from_numpy(np.sort(chosen).astype(np.int64))
 
     def full_labels(self, name: str, view: int) -> torch.Tensor:
         """(S, S) int64 label map of a view at ``image_size``."""
@@ -659,8 +680,9 @@ def convert_celebamask(masks_dir: str | os.PathLike, out: str | os.PathLike, *, 
     name is zero-padded to 5 digits so that sorted order is numeric order) holding ``seg_00.png`` (SOF
     ids via :func:`toolkit.labels.celebamask_to_sof`, the nose split at its median column at full
     resolution, then nearest-resized to ``size``), ``seg_vis_00.png``, ``cam2world.npy`` (1, 4, 4) =
-    the frontal orbit camera (radius 4.5 ortho, 1.3 perspective) and ``intrinsic.npy`` =
-    :func:`toolkit.geometry.cameras.default_intrinsics`. ``meta.json`` (``source: "celebamask"``) is
+    the frontal orbit camera (radius 4.5 ortho, 9.5 perspective) and ``intrinsic.npy`` =
+    :func:`toolkit.geometry.cameras.portrait_intrinsics` (CelebAMask-HQ's crops are the aligned crop the
+    synthetic portraits' frontal views show). ``meta.json`` (``source: "celebamask"``) is
     written first, so an interrupted run leaves correctly described, complete instances.
 
     Args:
@@ -691,7 +713,7 @@ def convert_celebamask(masks_dir: str | os.PathLike, out: str | os.PathLike, *, 
     _check_existing_meta(out, projection=projection, image_size=int(size))
 
     cam2world = orbit_cameras(CELEBAMASK_CAMERA_RADIUS[projection], 0.0, 0.0)[None]
-    K = default_intrinsics(int(size), projection)
+    K = portrait_intrinsics(int(size), projection)
     write_meta(out, projection=projection, image_size=int(size), source="celebamask")
     written = []
     for path, name in zip(paths, names):

@@ -26,9 +26,9 @@ import torch
 
 from toolkit.geometry.cameras import (
     check_projection,
-    default_intrinsics,
     lift,
     pixel_grid,
+    portrait_intrinsics,
     scale_intrinsics,
 )
 from toolkit.geometry.grids import evaluate_field, plane_points
@@ -274,7 +274,7 @@ def frontal_camera(projection: str = "ortho") -> np.ndarray:
 
 def view_intrinsics(size: int, projection: str = "ortho") -> np.ndarray:
     """(3, 3) intrinsics of a ``size`` x ``size`` render that frames the portraits as the training data."""
-    return default_intrinsics(size, projection)
+    return portrait_intrinsics(size, projection)
 
 
 # ----------------------------------------------------------------------------------------------------

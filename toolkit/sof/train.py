@@ -56,6 +56,9 @@ class SofTrainConfig:
     """Training resolution of the label maps (nearest-resized; intrinsics rescaled)."""
     num_rays: int | None = 1024
     """Random rays per image and step; None trains on full images (the original)."""
+    ray_sampling: str = "uniform"
+    """How the random rays are drawn: "uniform" or "balanced" (small classes oversampled;
+    :class:`toolkit.sof.data.SofDataset`)."""
     batch_size: int = 8
     """Images per step (the original: 8)."""
     lr: float = 5e-5
@@ -171,7 +174,8 @@ def train_multiview(config: SofTrainConfig, *, callbacks: Sequence[Callback] = (
     split = Split.load(split_path) if resume and split_path.exists() else make_split(
         root, val_views_per_instance=config.val_views_per_instance, seed=config.seed)
     train_set = SofDataset.from_split(root, split, "train", image_size=config.image_size, num_rays=config.num_rays,
-                                      seed=config.seed, with_depth=_depth_supervised(config))
+                                      seed=config.seed, with_depth=_depth_supervised(config),
+                                      ray_sampling=config.ray_sampling)
     with torch.random.fork_rng(devices=[]):  # the initialisation depends on the seed alone
         torch.manual_seed(config.seed)
         sof = SOFModel(model_config(config.model_preset, num_instances=len(split.instances),
@@ -213,7 +217,8 @@ def fit_codes(config: SofTrainConfig, *, callbacks: Sequence[Callback] = (), res
         raise DataError(root, f"no views {fit_views} to fit")
     split = Split(instances=names, train=train_pairs, val=val_pairs, seed=config.seed, val_views_per_instance=0)
     train_set = SofDataset.from_split(root, split, "train", image_size=config.image_size, num_rays=config.num_rays,
-                                      seed=config.seed, with_depth=_depth_supervised(config))
+                                      seed=config.seed, with_depth=_depth_supervised(config),
+                                      ray_sampling=config.ray_sampling)
     sof = _fresh_codes(base.model, len(names), seed=config.seed)
     if config.code_init != "random":
         with torch.no_grad():

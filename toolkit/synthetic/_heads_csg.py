@@ -20,7 +20,7 @@ proportional to the pixels each part covers rather than to parts x pixels.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 import numpy as np
@@ -54,6 +54,10 @@ class Solid:
             raise ValueError(f"unknown solid kind {self.kind!r}; valid: {list(SOLID_KINDS)}")
         if min(self.radii) <= 0:
             raise ValueError(f"solid radii must be positive; got {self.radii}")
+
+    def with_planes(self, planes: Sequence[Sequence[float]]) -> Solid:
+        """The same solid further cut by half-spaces ``n · x <= d`` (rows (nx, ny, nz, d))."""
+        return replace(self, planes=self.planes + tuple(tuple(float(v) for v in p) for p in planes))
 
     @property
     def bounding_radius(self) -> float:

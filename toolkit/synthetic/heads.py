@@ -45,11 +45,13 @@ import numpy as np
 import torch
 
 from toolkit.geometry.cameras import (
+    DEFAULT_TARGET,
+    PORTRAIT_CROP_SIDE,
     check_projection,
-    default_intrinsics,
     generate_rays,
     orbit_cameras,
     pixel_grid,
+    portrait_intrinsics,
     random_orbit_cameras,
 )
 from toolkit.io import DataError, atomic_save_text
@@ -59,20 +61,16 @@ from toolkit.synthetic._heads_csg import CompiledScene, Part, Solid, rot_x, rot_
 CLIP_RADIUS = 1.45
 """Radius of the ball around the origin that contains every head (the label field is 0 outside)."""
 HEAD_FILE = "head.json"
-HEAD_SCALE = 1.15
-"""Size of heads and facial features relative to the ranges written in :func:`sample_head`."""
 PROBE_DEPTH = 1e-4
 """How far behind the first surface the renderer reads the label (world units; at most half the
 thickness of the part entered there)."""
 
-HAIR_STYLES = ("bald", "short", "long", "bun", "ponytail")
+HAIR_STYLES = ("bald", "short", "long", "bob", "bun", "ponytail")
 NECKLINES = ("crew", "scoop")
 CAMERA_SETUPS: dict[str, dict] = {
     # The original data's orbit: radius 4.5 around (0, 0.1, 0).
     "ortho": {"radius": 4.5, "max_yaw": 0.8, "max_pitch": 0.35},
-    # f = 500 px at 128 px (14.6 degree field of view): at radius 9-10 the head and shoulders fill the view
-    # like a face-parsing crop. The original's edit cells used f = 500 with cameras 0.9-1.0 from the
-    # origin, for heads about 6x smaller than these; the radius-1.5 marching sphere rules that out here.
+    # At radius 9-10 the aligned crop fills a field of view of about 11 degrees (portrait_intrinsics).
     "perspective": {"radius": (9.0, 10.0), "max_yaw": 0.8, "max_pitch": 0.35},
 }
 
@@ -85,16 +83,19 @@ _ID = {name: i for i, name in enumerate(SOF20.names)}
 
 @dataclass(frozen=True)
 class HeadParams:
-    """Identity of one procedural head. Lengths in world units, angles in radians; y is up, +z the face."""
+    """Identity of one procedural head.
 
-    head_center: tuple[float, float, float]
+    Lengths are in *face units*: the distance between the eye centres is 1, the origin is the eye
+    midpoint, y is up and +z the face's direction; :func:`alignment` maps them to world units. Angles in
+    radians.
+    """
+
+    skull_center: tuple[float, float, float]
     """Centre of the skull ellipsoid."""
-    head_radii: tuple[float, float, float]
-    """Skull semi-axes (x, y, z)."""
-    jaw_scale: tuple[float, float, float]
-    """Jaw ellipsoid semi-axes relative to the skull's."""
-    jaw_drop: float
-    """How far the jaw centre lies below the skull centre."""
+    skull_radii: tuple[float, float, float]
+    jaw_center: tuple[float, float, float]
+    """Centre of the lower-face ellipsoid (cheeks, jaw, chin)."""
+    jaw_radii: tuple[float, float, float]
     neck_radius: float
     torso_y: float
     """Height of the torso ellipsoid's centre."""
@@ -103,24 +104,28 @@ class HeadParams:
     """One of :data:`NECKLINES`."""
     neckline_size: tuple[float, float]
     """Half-width and half-depth (y) of the scoop neckline."""
-    eye_offset: tuple[float, float]
-    """Eye centre: (|x|, y relative to the skull centre)."""
     eye_radii: tuple[float, float, float]
+    """Eye ellipsoid semi-axes; the eye centres are at x = ±0.5, y = 0."""
     brow_offset: tuple[float, float]
     """Brow centre relative to the eye centre: (outward x shift, y lift)."""
     brow_radii: tuple[float, float, float]
     brow_tilt: float
     """Rotation raising the brows' outer ends."""
-    nose_radii: tuple[float, float, float]
-    nose_pitch: float
-    """Tilt bringing the nose tip forward."""
-    mouth_height: float
-    """Mouth line as a fraction of the way from the chin to the eye line."""
+    nose_top: float
+    """Height of the nose bridge's upper end."""
+    nose_bottom: float
+    """Height of the nostrils' lower edge."""
+    nose_widths: tuple[float, float]
+    """Half-widths of the bridge and of the tip (nostrils)."""
+    nose_protrusion: float
+    """How far the tip stands out of the face."""
+    mouth_drop: float
+    """Distance from the eye line down to the mouth line (the alignment's eye-to-mouth length)."""
     lip_half_width: float
     lip_thickness: tuple[float, float]
     """Upper and lower lip semi-axes in y."""
     mouth_open: float
-    """Vertical gap between the lips."""
+    """Vertical gap between the lips (0: closed, no mouth class visible)."""
     ear_radii: tuple[float, float, float]
     ear_drop: float
     """Ear centre below the eye line."""
@@ -130,10 +135,16 @@ class HeadParams:
     """One of :data:`HAIR_STYLES`."""
     hair_volume: float
     """Hair thickness over the skull."""
+    hair_width: float
+    """Extra width of long hair at the sides of the face."""
+    hair_shift: float
+    """Sideways shift of long hair's mass (a parting off the middle)."""
     hairline: float
-    """Hairline height above the eye line (the face opening's top)."""
+    """Height of the face opening's top above the eye line (low values are bangs)."""
     hair_bottom: float
-    """Height of the lower end of long hair."""
+    """Height of the lower end of long hair (and of a bob)."""
+    hair_over_ears: bool
+    """Hair covers the ears (otherwise they show in front of it)."""
     ponytail_length: float
     bun_radius: float
     earrings: bool
@@ -196,58 +207,99 @@ class HeadParams:
         return cls(**values)
 
 
+HAIR_STYLE_FREQUENCIES = {"bald": 0.03, "short": 0.30, "long": 0.42, "bob": 0.13, "bun": 0.06, "ponytail": 0.06}
+"""Hair styles of :func:`sample_head`, roughly those of aligned celebrity portraits (CelebA: 42 % men)."""
+ACCESSORY_FREQUENCIES = {"earrings": 0.25, "glasses": 0.15, "necklace": 0.15, "hat": 0.08}
+"""Accessory rates of :func:`sample_head`: CelebA's attributes (earrings 19 %, eyeglasses 6.5 %,
+necklace 12 %, hat 4.8 %) raised a little so that a few hundred portraits teach every class."""
+
+
 def sample_head(rng: np.random.Generator) -> HeadParams:
     """Draw a random identity. The draws happen in a fixed order, so a seeded generator gives one head.
 
-    Accessories: earrings 40 %, glasses 35 %, necklace 35 %, hat 25 %; hair styles bald 12 %, short 30 %,
-    long 30 %, bun 15 %, ponytail 13 %; a scoop neckline 50 %.
+    Proportions follow the classical facial canons, in face units (eye-centre distance 1): eye width
+    about 0.42, nose as wide as the gap between the eyes and ending about 0.75 below the eye line, mouth
+    line 0.95-1.2 below it and as wide as the eye distance, brows 0.2-0.3 above, ears between the brow
+    line and the nose's base, chin 1.6-1.85 below the eyes, crown about as far above; hair styles and
+    accessories by :data:`HAIR_STYLE_FREQUENCIES` and :data:`ACCESSORY_FREQUENCIES`, bangs 20 %.
     """
     u = rng.uniform
-    k = HEAD_SCALE
-    rx, ry, rz = k * u(0.43, 0.5), k * u(0.56, 0.63), k * u(0.5, 0.56)
-    style = str(rng.choice(HAIR_STYLES, p=[0.12, 0.30, 0.30, 0.15, 0.13]))
+    style = str(rng.choice(list(HAIR_STYLE_FREQUENCIES), p=list(HAIR_STYLE_FREQUENCIES.values())))
+    crown, skull_y = u(1.7, 1.95), u(0.1, 0.3)
+    chin, jaw_y = u(1.7, 1.95), u(-0.55, -0.35)
+    mouth_open = 0.0 if u() < 0.65 else u(0.05, 0.25)
+    bangs = u() < 0.2
+    long_hair = style in ("long", "bob")
+    acc = {name: bool(u() < p) for name, p in ACCESSORY_FREQUENCIES.items()}
     return HeadParams(
-        head_center=(0.0, u(0.28, 0.34), u(-0.04, 0.0)),
-        head_radii=(rx, ry, rz),
-        jaw_scale=(u(0.78, 0.9), u(0.7, 0.78), u(0.85, 0.92)),
-        jaw_drop=k * u(0.19, 0.25),
-        neck_radius=k * u(0.16, 0.2),
-        torso_y=u(-1.26, -1.18),
-        torso_radii=(u(1.0, 1.2), u(0.5, 0.58), u(0.4, 0.46)),
+        skull_center=(0.0, skull_y, u(-0.45, -0.3)),
+        skull_radii=(u(1.12, 1.3), crown - skull_y, u(1.45, 1.6)),
+        jaw_center=(0.0, jaw_y, u(-0.1, 0.05)),
+        jaw_radii=(u(0.9, 1.06), jaw_y + chin, u(1.1, 1.2)),
+        neck_radius=u(0.85, 1.05),
+        torso_y=u(-3.2, -2.6),
+        torso_radii=(u(2.7, 3.2), u(1.4, 1.7), u(1.1, 1.35)),
         neckline=str(rng.choice(NECKLINES)),
-        neckline_size=(u(0.22, 0.32), u(0.12, 0.24)),
-        eye_offset=(k * u(0.16, 0.2), k * u(-0.06, -0.01)),
-        eye_radii=(k * u(0.085, 0.105), k * u(0.042, 0.055), k * 0.045),
-        brow_offset=(k * u(-0.005, 0.025), k * u(0.09, 0.12)),
-        brow_radii=(k * u(0.11, 0.14), k * u(0.026, 0.038), k * 0.035),
-        brow_tilt=u(-0.12, 0.22),
-        nose_radii=(k * u(0.07, 0.095), k * u(0.12, 0.16), k * u(0.1, 0.13)),
-        nose_pitch=u(0.1, 0.3),
-        mouth_height=u(0.36, 0.42),
-        lip_half_width=k * u(0.13, 0.17),
-        lip_thickness=(k * u(0.03, 0.042), k * u(0.035, 0.05)),
-        mouth_open=k * u(0.02, 0.11),
-        ear_radii=(k * u(0.045, 0.06), k * u(0.11, 0.14), k * u(0.07, 0.09)),
-        ear_drop=k * u(0.02, 0.07),
-        ear_flare=u(0.15, 0.35),
+        neckline_size=(u(0.7, 1.1), u(0.4, 0.9)),
+        eye_radii=(u(0.2, 0.25), u(0.085, 0.115), 0.12),
+        brow_offset=(u(0.0, 0.08), u(0.22, 0.32)),
+        brow_radii=(u(0.28, 0.38), u(0.05, 0.1), 0.07),
+        brow_tilt=u(-0.1, 0.2),
+        nose_top=u(0.0, 0.15),
+        nose_bottom=u(-0.82, -0.65),
+        nose_widths=(u(0.1, 0.15), u(0.24, 0.32)),
+        nose_protrusion=u(0.25, 0.4),
+        mouth_drop=u(0.95, 1.2),
+        lip_half_width=u(0.38, 0.5),
+        lip_thickness=(u(0.06, 0.1), u(0.08, 0.13)),
+        mouth_open=mouth_open,
+        ear_radii=(u(0.1, 0.13), u(0.3, 0.4), u(0.2, 0.26)),
+        ear_drop=u(0.25, 0.45),
+        ear_flare=u(0.2, 0.4),
         hair_style=style,
-        hair_volume=k * u(0.04, 0.11),
-        hairline=k * u(0.2, 0.3),
-        hair_bottom=u(-0.8, -0.35),
-        ponytail_length=k * u(0.28, 0.42),
-        bun_radius=k * u(0.13, 0.19),
-        earrings=bool(u() < 0.4),
-        earring_radius=k * u(0.035, 0.055),
-        glasses=bool(u() < 0.35),
-        glasses_radii=(k * u(0.115, 0.15), k * u(0.08, 0.105)),
-        glasses_frame=k * u(0.025, 0.035),
-        necklace=bool(u() < 0.35),
-        necklace_height=u(-0.64, -0.56),
+        hair_volume=u(0.12, 0.3),
+        hair_width=u(0.2, 0.9),
+        hair_shift=u(-0.3, 0.3),
+        hairline=u(0.35, 0.55) if bangs else u(1.0, 1.4),
+        hair_bottom=u(-4.0, -2.5) if style == "long" else u(-1.9, -1.2),
+        hair_over_ears=bool(u() < (0.45 if long_hair else 0.15)),
+        ponytail_length=u(0.6, 0.9),
+        bun_radius=u(0.3, 0.42),
+        earrings=acc["earrings"],
+        earring_radius=u(0.07, 0.11),
+        glasses=acc["glasses"],
+        glasses_radii=(u(0.3, 0.38), u(0.2, 0.26)),
+        glasses_frame=u(0.05, 0.07),
+        necklace=acc["necklace"],
+        necklace_height=u(-2.2, -1.85),
         necklace_tilt=u(0.25, 0.45),
-        hat=bool(u() < 0.25),
-        hat_brim=k * u(0.08, 0.26),
-        hat_height=k * u(0.2, 0.28),
+        hat=acc["hat"],
+        hat_brim=u(0.1, 0.45),
+        hat_height=u(0.95, 1.3),
     )
+
+
+class Alignment(NamedTuple):
+    """Similarity from face units to world units: ``world = scale * (p - center) + offset``."""
+
+    scale: float
+    center: tuple[float, float, float]
+    offset: tuple[float, float, float]
+
+
+def alignment(params: HeadParams) -> Alignment:
+    """The CelebA-HQ / FFHQ alignment of a head's frontal view, as a map from face units to world units.
+
+    The crop of an aligned portrait is built from the eye midpoint ``e``, the eye-to-eye vector ``d`` and
+    the eye-to-mouth vector ``m``: half-side ``max(2 |d|, 1.8 |m|)``, centre ``e + 0.1 m``, axes from
+    ``d`` minus ``m`` turned by 90 degrees (upright here: faces are symmetric and level). The head is
+    scaled so that this crop is :data:`PORTRAIT_CROP_SIDE` wide and moved so that its centre is the camera
+    target (0, 0.1, 0); the frontal view at :func:`toolkit.geometry.cameras.portrait_intrinsics` is then
+    exactly the aligned crop. Depth is scaled about the skull centre.
+    """
+    half_side = max(2.0 * 1.0, 1.8 * params.mouth_drop)  # |d| = 1 in face units
+    center = (0.0, -0.1 * params.mouth_drop, params.skull_center[2])
+    return Alignment(0.5 * PORTRAIT_CROP_SIDE / half_side, center, DEFAULT_TARGET)
 
 
 def head_from_seed(seed: int) -> SyntheticHead:
@@ -435,7 +487,7 @@ def write_portrait_dataset(out: str | os.PathLike, *, instances: int = 8, views:
 
     Instance i draws its head and cameras from ``np.random.default_rng([seed, i])``: view 00 is the
     frontal camera (yaw = pitch = 0), the others random orbit cameras (:data:`CAMERA_SETUPS`);
-    intrinsics are ``default_intrinsics(size, projection)`` and pixels use the original's integer
+    intrinsics are ``portrait_intrinsics(size, projection)`` (the aligned crop) and pixels use the original's integer
     convention (pixel_center = 0). Layout: ``out/meta.json`` and ``out/<i:05d>/`` with the files of
     :func:`toolkit.sof.data.write_instance` plus ``head.json`` (``{"params": ...}``, see :func:`load_head`);
     with ``depth`` also the exact first-hit depth of every pixel (``depth_XX.png`` and ``zRange.npy``),
@@ -455,7 +507,7 @@ def write_portrait_dataset(out: str | os.PathLike, *, instances: int = 8, views:
         if int(v) < 1:
             raise ValueError(f"{name} must be >= 1; got {v}")
     out = Path(out)
-    K = default_intrinsics(size, projection)
+    K = portrait_intrinsics(size, projection)
     for i in tqdm(range(instances), desc="portraits", unit="instance"):
         rng = np.random.default_rng([seed, i])
         params = sample_head(rng)
@@ -478,7 +530,7 @@ def write_portrait_dataset(out: str | os.PathLike, *, instances: int = 8, views:
 # ----------------------------------------------------------------------------------------------------
 
 def build_parts(p: HeadParams) -> list[Part]:
-    """The labelled parts of a head, in ascending priority (see the module docstring)."""
+    """The labelled parts of a head in world units, in ascending priority (see the module docstring)."""
     g = _Frame(p)
     parts: list[Part] = []
 
@@ -487,90 +539,103 @@ def build_parts(p: HeadParams) -> list[Part]:
 
     # Torso: cloth over a slightly smaller "chest" labelled neck, revealed by a scoop neckline. The neck
     # cylinder runs from inside the head down into the torso, under the cloth.
-    t_c = (0.0, p.torso_y, -0.1)
+    t_c = (0.0, p.torso_y, g.neck_z - 0.2)
     add("neck", solid("ellipsoid", t_c, np.array(p.torso_radii) * 0.96))
-    top, bottom = g.hy - 0.2, p.torso_y
+    top, bottom = g.hy, p.torso_y
     add("neck", solid("cylinder", (0.0, (top + bottom) / 2, g.neck_z),
                       (p.neck_radius, (top - bottom) / 2, p.neck_radius * 0.92)))
     scoop = None
     if p.neckline == "scoop":
         nw, nd = p.neckline_size
-        scoop = solid("ellipsoid", (0.0, p.torso_y + p.torso_radii[1] * 0.95, 0.15), (nw, nd, 0.45))
+        scoop = solid("ellipsoid", (0.0, p.torso_y + p.torso_radii[1] * 0.95, g.neck_z + 0.5), (nw, nd, 1.2))
     add("cloth", solid("ellipsoid", t_c, p.torso_radii), scoop)
-    # Skin: skull and jaw.
     for sk in g.skin:
         add("skin", sk)
-    # Hair (a registered style), then the features in ascending priority.
-    for sol, minus in _HAIR_BUILDERS[p.hair_style](p, g):
-        add("hair", sol, minus)
+    hair = _HAIR_BUILDERS[p.hair_style](p, g)
+    if not p.hair_over_ears:
+        for sol, minus in hair:
+            add("hair", sol, minus)
     for s, name in ((1, "l_ear"), (-1, "r_ear")):
         add(name, solid("ellipsoid", (s * g.ear_x, g.ear_y, g.ear_z), p.ear_radii, rot_y(-s * p.ear_flare)))
-    nr = p.nose_radii
-    ny = g.eye_y - 0.6 * nr[1]
-    nose_c = (0.0, ny, g.surface_z(0.0, ny) - 0.25 * nr[2])
-    add("r_nose", solid("ellipsoid", nose_c, nr, rot_x(-p.nose_pitch), planes=[(1, 0, 0, 0)]))    # x <= 0
-    add("l_nose", solid("ellipsoid", nose_c, nr, rot_x(-p.nose_pitch), planes=[(-1, 0, 0, 0)]))   # x >= 0
+    if p.hair_over_ears:
+        for sol, minus in hair:
+            add("hair", sol, minus)
+    for sol in _nose(p, g):
+        add("r_nose", sol.with_planes([(1, 0, 0, 0)]))    # x <= 0
+        add("l_nose", sol.with_planes([(-1, 0, 0, 0)]))   # x >= 0
     my, lw, (ut, lt), gap = g.mouth_y, p.lip_half_width, p.lip_thickness, p.mouth_open
     zm = g.surface_z(0.0, my)
-    add("mouth", solid("ellipsoid", (0.0, my, zm - 0.03), (0.85 * lw, gap / 2 + 0.5 * min(ut, lt), 0.05)))
-    add("u_lip", solid("ellipsoid", (0.0, my + gap / 2 + 0.6 * ut, zm - 0.01), (lw, ut, 0.05)))
-    add("l_lip", solid("ellipsoid", (0.0, my - gap / 2 - 0.6 * lt, zm - 0.015), (0.92 * lw, lt, 0.05)))
-    ex = p.eye_offset[0]
+    if gap > 0:
+        add("mouth", solid("ellipsoid", (0.0, my, zm - 0.06), (0.85 * lw, gap / 2 + 0.5 * min(ut, lt), 0.1)))
+    add("u_lip", solid("ellipsoid", (0.0, my + gap / 2 + 0.6 * ut, zm - 0.02), (lw, ut, 0.1)))
+    add("l_lip", solid("ellipsoid", (0.0, my - gap / 2 - 0.6 * lt, zm - 0.03), (0.92 * lw, lt, 0.1)))
     for s, name in ((1, "l_eye"), (-1, "r_eye")):
-        x = s * ex
-        add(name, solid("ellipsoid", (x, g.eye_y, g.surface_z(x, g.eye_y) - 0.45 * p.eye_radii[2]), p.eye_radii,
-                        rot_y(g.surface_yaw(x, g.eye_y))))
+        x = 0.5 * s
+        add(name, solid("ellipsoid", (x, 0.0, g.surface_z(x, 0.0) - 0.35 * p.eye_radii[2]), p.eye_radii,
+                        rot_y(g.surface_yaw(x, 0.0))))
     for s, name in ((1, "l_brow"), (-1, "r_brow")):
-        x, y = s * (ex + p.brow_offset[0]), g.eye_y + p.brow_offset[1]
+        x, y = s * (0.5 + p.brow_offset[0]), p.brow_offset[1]
         add(name, solid("ellipsoid", (x, y, g.surface_z(x, y) - 0.4 * p.brow_radii[2]), p.brow_radii,
                         rot_y(g.surface_yaw(x, y)) @ rot_z(s * p.brow_tilt)))
     # Accessories.
     if p.necklace:
         rn, a = p.neck_radius, p.necklace_tilt
-        ring = (rn + 0.045, 0.024, rn * 0.92 + 0.045)
+        ring = (rn + 0.09, 0.05, rn * 0.92 + 0.09)
         c = np.array([0.0, p.necklace_height, g.neck_z])
         add("neck_l", solid("cylinder", c, ring, rot_x(a)),
-            solid("cylinder", c, (rn + 0.004, 1.0, rn * 0.92 + 0.004), rot_x(a)))
+            solid("cylinder", c, (rn + 0.008, 2.0, rn * 0.92 + 0.008), rot_x(a)))
         front = c + rot_x(a) @ np.array([0.0, 0.0, ring[2]])
-        add("neck_l", solid("ellipsoid", front + (0.0, -0.045, 0.012), (0.035, 0.05, 0.025)))
+        add("neck_l", solid("ellipsoid", front + (0.0, -0.09, 0.024), (0.07, 0.1, 0.05)))
     if p.earrings:
         r = p.earring_radius
         for s in (1, -1):
-            add("ear_r", solid("ellipsoid", (s * g.ear_x, g.ear_y - p.ear_radii[1] - 0.9 * r, g.ear_z + 0.01),
+            add("ear_r", solid("ellipsoid", (s * g.ear_x, g.ear_y - p.ear_radii[1] - 0.9 * r, g.ear_z + 0.02),
                                (r, 1.3 * r, r)))
     if p.glasses:
         for sol, minus in _glasses(p, g):
             add("eye_g", sol, minus)
     if p.hat:
         vh = 0.0 if p.hair_style == "bald" else p.hair_volume
-        y_brim = g.eye_y + p.hat_height
-        crown = (g.rx + vh + 0.05, g.ry + vh + 0.04, g.rz + vh + 0.06)
-        add("hat", solid("ellipsoid", (0.0, g.hy + 0.05, g.hz - 0.02), crown, planes=[(0, -1, 0, -y_brim)]))
-        add("hat", solid("cylinder", (0.0, y_brim, g.hz + 0.05),
-                         (g.rx + vh + p.hat_brim, 0.018, g.rz + vh + p.hat_brim)))
-    return parts
+        y_brim = p.hat_height
+        crown = (g.rx + vh + 0.1, g.ry + vh + 0.08, g.rz + vh + 0.12)
+        add("hat", solid("ellipsoid", (0.0, g.hy + 0.1, g.hz - 0.04), crown, planes=[(0, -1, 0, -y_brim)]))
+        add("hat", solid("cylinder", (0.0, y_brim, g.hz + 0.1),
+                         (g.rx + vh + p.hat_brim, 0.04, g.rz + vh + p.hat_brim)))
+    al = alignment(p)
+    return [Part(q.name, q.label, _aligned(q.solid, al), None if q.minus is None else _aligned(q.minus, al))
+            for q in parts]
+
+
+def _aligned(s: Solid, al: Alignment) -> Solid:
+    """``s`` mapped by the similarity ``world = scale * (p - center) + offset``."""
+    k, c, o = al.scale, np.asarray(al.center), np.asarray(al.offset)
+    planes = [(*n, k * (d - float(np.dot(n, c))) + float(np.dot(n, o)))
+              for *n, d in (np.asarray(pl) for pl in s.planes)]
+    return solid(s.kind, k * (np.asarray(s.center) - c) + o, k * np.asarray(s.radii), np.asarray(s.rotation), planes)
 
 
 class _Frame:
-    """Derived landmarks of a head (skin surface, eye line, ears, mouth) used to place the parts."""
+    """Derived landmarks of a head in face units (skin surface, ears, mouth) used to place the parts."""
 
     def __init__(self, p: HeadParams):
-        _, self.hy, self.hz = p.head_center
-        self.rx, self.ry, self.rz = p.head_radii
-        jc = (0.0, self.hy - p.jaw_drop, self.hz + 0.04)
-        jr = tuple(r * s for r, s in zip(p.head_radii, p.jaw_scale))
-        self.skin = [solid("ellipsoid", p.head_center, p.head_radii), solid("ellipsoid", jc, jr)]
-        self._ellipsoids = [(np.array(p.head_center), np.array(p.head_radii)), (np.array(jc), np.array(jr))]
-        self.eye_y = self.hy + p.eye_offset[1]
-        self.chin_y = jc[1] - jr[1]
-        self.mouth_y = self.chin_y + (self.eye_y - self.chin_y) * p.mouth_height
-        self.ear_y = self.eye_y - p.ear_drop
-        self.ear_z = self.hz - 0.03
-        half_width = self.rx * math.sqrt(max(1 - ((self.ear_y - self.hy) / self.ry) ** 2
-                                             - ((self.ear_z - self.hz) / self.rz) ** 2, 0.0))
-        self.ear_x = half_width + 0.3 * p.ear_radii[0]
+        _, self.hy, self.hz = p.skull_center
+        self.rx, self.ry, self.rz = p.skull_radii
+        self.skin = [solid("ellipsoid", p.skull_center, p.skull_radii), solid("ellipsoid", p.jaw_center, p.jaw_radii)]
+        self._ellipsoids = [(np.array(c), np.array(r)) for c, r in
+                            ((p.skull_center, p.skull_radii), (p.jaw_center, p.jaw_radii))]
+        self.chin_y = p.jaw_center[1] - p.jaw_radii[1]
+        self.mouth_y = -p.mouth_drop
+        self.ear_y = -p.ear_drop
+        self.ear_z = self.hz - 0.05
+        self.ear_x = self.half_width(self.ear_y, self.ear_z) + 0.3 * p.ear_radii[0]
         self.ear_top = self.ear_y + p.ear_radii[1]
-        self.neck_z = self.hz - 0.04
+        self.neck_z = self.hz - 0.1
+
+    def half_width(self, y: float, z: float) -> float:
+        """Largest |x| of the skin at height y and depth z."""
+        ws = [r[0] * math.sqrt(v) for c, r in self._ellipsoids
+              if (v := 1 - ((y - c[1]) / r[1]) ** 2 - ((z - c[2]) / r[2]) ** 2) > 0]
+        return max(ws, default=0.0)
 
     def surface_z(self, x: float, y: float) -> float:
         """Front (largest z) of the skin at (x, y)."""
@@ -584,30 +649,45 @@ class _Frame:
         return math.atan2(-slope, 1.0)
 
 
+def _nose(p: HeadParams, g: _Frame) -> list[Solid]:
+    """Bridge and tip: a narrow ellipsoid from ``nose_top`` down, a wide one at the nostrils."""
+    top, bottom = p.nose_top, p.nose_bottom
+    bridge_w, tip_w = p.nose_widths
+    tip_h = 0.2
+    yb = 0.5 * (top + bottom + tip_h)
+    bridge = solid("ellipsoid", (0.0, yb, g.surface_z(0.0, yb) - 0.12), (bridge_w, 0.5 * (top - bottom - tip_h), 0.3),
+                   rot_x(-0.25))
+    yt = bottom + tip_h
+    tip = solid("ellipsoid", (0.0, yt, g.surface_z(0.0, yt) + p.nose_protrusion - 0.3), (tip_w, tip_h, 0.3))
+    return [bridge, tip]
+
+
 def _hair_cap(p: HeadParams, g: _Frame) -> list[tuple[Solid, Solid | None]]:
     v = p.hair_volume
     # Above a plane just over the ears (a little lower at the back), minus the face opening.
-    y_low, slope = g.ear_top + 0.01, 0.1
+    y_low, slope = g.ear_top + 0.02, 0.1
     cap = solid("ellipsoid", (0.0, g.hy + 0.3 * v, g.hz - 0.2 * v), (g.rx + v, g.ry + v, g.rz + v),
                 planes=[(0.0, -1.0, slope, -(y_low - slope * g.ear_z))])
     return [(cap, _face_opening(p, g))]
 
 
 def _face_opening(p: HeadParams, g: _Frame) -> Solid:
-    z_cut = g.hz + 0.35 * g.rz
-    return solid("space", planes=[(0, 0, -1, -z_cut), (0, 1, 0, g.eye_y + p.hairline)])   # z > z_cut, y < hairline
+    z_cut = g.hz + 0.45 * g.rz
+    return solid("space", planes=[(0, 0, -1, -z_cut), (0, 1, 0, p.hairline)])   # z > z_cut, y < hairline
 
 
 def _hair_long(p: HeadParams, g: _Frame) -> list[tuple[Solid, Solid | None]]:
-    v = p.hair_volume
+    v, w = p.hair_volume, p.hair_width
     top, bottom = g.hy + g.ry + v, p.hair_bottom
-    c, r = (0.0, (top + bottom - 0.1) / 2, g.hz - 0.06), (g.rx + v + 0.08, (top - bottom + 0.1) / 2, g.rz + v + 0.03)
+    c, r = (p.hair_shift, (top + bottom - 0.2) / 2, g.hz - 0.12), (g.rx + v + w, (top - bottom + 0.2) / 2, g.rz + v + 0.06)
     # Above the chin the face opening is cut out; below it a channel that shows the neck's front half.
     upper = solid("ellipsoid", c, r, planes=[(0, -1, 0, -max(bottom, g.chin_y))])                  # y >= chin
     lower = solid("ellipsoid", c, r, planes=[(0, -1, 0, -bottom), (0, 1, 0, g.chin_y)])            # y <= chin
-    w = p.neck_radius + 0.05
-    channel = solid("space", planes=[(0, 0, -1, -g.neck_z), (1, 0, 0, w), (-1, 0, 0, w)])
-    return [(upper, _face_opening(p, g)), (lower, channel)]
+    half = p.neck_radius + 0.1
+    channel = solid("space", planes=[(0, 0, -1, -g.neck_z), (1, 0, 0, half), (-1, 0, 0, half)])
+    # The hanging mass narrows towards its top: a cap over the skull keeps the crown covered.
+    cap = solid("ellipsoid", (0.0, g.hy + 0.3 * v, g.hz - 0.2 * v), (g.rx + v, g.ry + v, g.rz + v))
+    return [(cap, _face_opening(p, g)), (upper, _face_opening(p, g)), (lower, channel)]
 
 
 def _hair_bun(p: HeadParams, g: _Frame) -> list[tuple[Solid, Solid | None]]:
@@ -618,7 +698,7 @@ def _hair_bun(p: HeadParams, g: _Frame) -> list[tuple[Solid, Solid | None]]:
 
 def _hair_ponytail(p: HeadParams, g: _Frame) -> list[tuple[Solid, Solid | None]]:
     half = p.ponytail_length / 2
-    tail = solid("ellipsoid", (0.0, g.hy + 0.1 - half, g.hz - g.rz - 0.06), (0.09, half, 0.1), rot_x(-0.35))
+    tail = solid("ellipsoid", (0.0, g.hy + 0.2 - half, g.hz - g.rz - 0.12), (0.18, half, 0.2), rot_x(-0.35))
     return _hair_cap(p, g) + [(tail, None)]
 
 
@@ -626,6 +706,7 @@ _HAIR_BUILDERS: dict[str, Callable[[HeadParams, _Frame], list[tuple[Solid, Solid
     "bald": lambda p, g: [],
     "short": _hair_cap,
     "long": _hair_long,
+    "bob": _hair_long,
     "bun": _hair_bun,
     "ponytail": _hair_ponytail,
 }
@@ -633,23 +714,22 @@ _HAIR_BUILDERS: dict[str, Callable[[HeadParams, _Frame], list[tuple[Solid, Solid
 
 def _glasses(p: HeadParams, g: _Frame) -> list[tuple[Solid, Solid | None]]:
     (a, b), w = p.glasses_radii, p.glasses_frame
-    ex, ey = p.eye_offset[0], g.eye_y
-    eye_front = g.surface_z(ex, ey) + 0.55 * p.eye_radii[2]
-    zg = eye_front + 0.05
+    ex, ey = 0.5, 0.0
+    eye_front = g.surface_z(ex, ey) + 0.65 * p.eye_radii[2]
+    zg = eye_front + 0.1
     axis_z = rot_x(math.pi / 2)  # local y (the cylinder axis) -> world z
     out: list[tuple[Solid, Solid | None]] = []
     for s in (1, -1):
         c = (s * ex, ey, zg)
-        out.append((solid("cylinder", c, (a, 0.018, b), axis_z), solid("cylinder", c, (a - w, 1.0, b - w), axis_z)))
+        out.append((solid("cylinder", c, (a, 0.036, b), axis_z), solid("cylinder", c, (a - w, 1.0, b - w), axis_z)))
     y_bar = ey + 0.3 * b
-    out.append((solid("box", (0.0, y_bar, zg), (max(ex - a + w, 0.02), w / 2, 0.015)), None))
+    out.append((solid("box", (0.0, y_bar, zg), (max(ex - a + w, 0.04), w / 2, 0.03)), None))
     for s in (1, -1):
         start = np.array([s * (ex + a - w / 2), y_bar, zg])
-        half_w = g.rx * math.sqrt(max(1 - ((y_bar - g.hy) / g.ry) ** 2, 0.0))
-        end = np.array([s * (half_w + 0.015), y_bar, g.ear_z + 0.05])
+        end = np.array([s * (g.half_width(y_bar, g.ear_z + 0.1) + 0.03), y_bar, g.ear_z + 0.1])
         dx, _, dz = end - start
         length = math.hypot(dx, dz)
-        out.append((solid("box", (start + end) / 2, (length / 2, w / 2, 0.012), rot_y(math.atan2(-dz, dx))), None))
+        out.append((solid("box", (start + end) / 2, (length / 2, w / 2, 0.024), rot_y(math.atan2(-dz, dx))), None))
     return out
 
 
