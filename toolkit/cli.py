@@ -8,6 +8,7 @@ Commands:
     validate PATH           check a dataset of either format; exit 1 listing every problem
     train sof|oflow --config FILE [--set key=value ...]
     eval sof|oflow CHECKPOINT DATA [--json OUT] [--split NAME] [--max-windows N] [--points N]
+    fit sof CHECKPOINT MASKS_DIR OUT   fit single-view masks (codes, pose, alignment); scores and renders
     notebooks [--quick] [--only NAME] [--out DIR]
 """
 from __future__ import annotations
@@ -106,6 +107,17 @@ def _eval(args) -> int:
     return 0
 
 
+def _fit(args) -> int:
+    from toolkit.sof.fit import fit_masks
+
+    report = fit_masks(args.checkpoint, args.masks_dir, args.out, config=args.config, overrides=args.set,
+                       render_size=args.size, overwrite=args.overwrite)
+    for stem, m in report["masks"].items():
+        print(f"{stem}: foreground mIoU {m['miou_foreground']:.3f} on the fitted view")
+    print(f"wrote {args.out}/fit.json ({report['seconds']:.0f} s)")
+    return 0
+
+
 def _notebooks(args) -> int:
     from toolkit.notebooks import run_notebooks
 
@@ -169,6 +181,17 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--points", type=int, default=None,
                    help="oflow: IoU points per frame, the first N of each file (default all, the original's 100k)")
     e.set_defaults(func=_eval)
+
+    f = sub.add_parser("fit", help="fit single-view masks into a trained model (SOF stage 2)")
+    f.add_argument("system", choices=["sof"])
+    f.add_argument("checkpoint", type=Path, help="a stage-1 SOF checkpoint, e.g. data/sof_synthetic.pt")
+    f.add_argument("masks_dir", type=Path, help="CelebAMask-HQ label PNGs, or a SOF dataset of single views")
+    f.add_argument("out", type=Path, help="output folder: fit.json, fit.pt, codes.npz, renders/")
+    f.add_argument("--config", default="fit_masks", help="stage-2 config, packaged name or YAML (default fit_masks)")
+    f.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config entry")
+    f.add_argument("--size", type=int, default=128, help="resolution of scores and renders (default 128)")
+    f.add_argument("--overwrite", action="store_true", help="replace an earlier fit in OUT")
+    f.set_defaults(func=_fit)
 
     n = sub.add_parser("notebooks", help="execute the notebooks headless")
     n.add_argument("--quick", action="store_true", help="QUICK=True: tiny sizes (CI, CPU laptop)")

@@ -79,7 +79,7 @@ def test_blended_points_follow_their_joint_smoothly(jacks):
     assert blended.size > 0
     assert ((sample.blend_weight[blended] > 0) & (sample.blend_weight[blended] <= 0.5)).all()
     # partners are kinematic neighbours (parent or child)
-    parent = {i: p for i, p in enumerate((-1, 0, 1, 2, 1, 4, 5, 1, 7, 8, 0, 10, 11, 0, 13, 14))}
+    parent = dict(enumerate((-1, 0, 0, 2, 3, 4, 3, 6, 7, 3, 9, 10, 0, 12, 13, 0, 15, 16)))
     own, other = sample.part[blended], sample.blend_part[blended]
     assert all(parent[o] == b or parent[b] == o for o, b in zip(own, other))
     # a fractional frame lies between its neighbours: no jumps in the trajectories
@@ -103,7 +103,7 @@ def test_same_seed_same_sample_and_different_seed_different(jacks):
 
 def test_occupancy_is_the_sign_of_the_sdf_and_callables_agree():
     torch = pytest.importorskip("torch")
-    body = _body("squats")
+    body = _body("knees")
     lo, hi = body.bbox(4)
     pts = np.random.default_rng(0).uniform(lo - 0.2, hi + 0.2, (20000, 3))
     sdf = body.sdf(pts, 4)
@@ -121,7 +121,7 @@ def test_occupancy_is_the_sign_of_the_sdf_and_callables_agree():
 
 
 def test_union_bounds_and_closed_form_points():
-    body = _body("hopping")
+    body = _body("light_hopping_loose")
     pose = body.pose(2)
     pts = np.random.default_rng(1).uniform(*body.bbox(2), (5000, 3))
     D, _ = body._distances(pts, pose)  # every part, no culling
@@ -139,7 +139,7 @@ def test_union_bounds_and_closed_form_points():
     assert not body.occupancy((centre + [1.5, 0.0, 0.0])[None], 2)[0]
 
 
-@pytest.mark.parametrize("motion,frame", [("knee_raises", 3), ("hopping", 2)])
+@pytest.mark.parametrize("motion,frame", [("knees", 3), ("light_hopping_loose", 2)])
 def test_bbox_is_the_surface_bbox(motion, frame):
     body = _body(motion)
     lo, hi = body.bbox(frame)
@@ -198,7 +198,7 @@ def test_unknown_motion_lists_valid_ones():
 # Meshes
 # ---------------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("motion,frame", [("jumping_jacks", 5), ("squats", 6)])
+@pytest.mark.parametrize("motion,frame", [("jumping_jacks", 5), ("one_leg_jump", 6)])
 def test_mesh_is_watertight_with_the_sdf_volume(motion, frame):
     trimesh = pytest.importorskip("trimesh")
     body = _body(motion)

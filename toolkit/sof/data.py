@@ -706,7 +706,7 @@ def convert_celebamask(masks_dir: str | os.PathLike, out: str | os.PathLike, *, 
                    if p.is_file() and p.suffix.lower() == ".png" and not p.name.startswith("."))
     if not paths:
         raise DataError(masks_dir, "no .png masks found (expected CelebAMask-HQ label maps such as 0.png)")
-    names = [f"{int(p.stem):05d}" if p.stem.isdigit() else p.stem for p in paths]
+    names = [celebamask_instance_name(p.stem) for p in paths]
     dupes = sorted(n for n, c in Counter(names).items() if c > 1)
     if dupes:
         raise DataError(masks_dir, f"masks map to the same instance name(s) {dupes} (e.g. 1.png and 01.png)")
@@ -721,6 +721,11 @@ def convert_celebamask(masks_dir: str | os.PathLike, out: str | os.PathLike, *, 
         sof = resize_labels_nearest(sof, int(size))
         written.append(write_instance(out / name, sof[None], cam2world, K))
     return written
+
+
+def celebamask_instance_name(stem: str) -> str:
+    """Instance folder name of a mask file stem: numbers zero-padded to 5 digits (sorted = numeric order)."""
+    return f"{int(stem):05d}" if stem.isdigit() else stem
 
 
 def write_instance(folder: str | os.PathLike, labels: np.ndarray, cam2world: np.ndarray, intrinsics: np.ndarray,

@@ -25,9 +25,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from toolkit.config import from_dict, load_config_dict
-from toolkit.geometry.cameras import look_at_torch
 from toolkit.io import DataError
 from toolkit.metrics import MIoUResult, segmentation_miou
+from toolkit.sof.alignment import PortraitCameras, mask_similarity
 from toolkit.sof.data import SofDataset, Split, make_split, read_dataset, resize_labels_nearest
 from toolkit.sof.losses import LossWeights, sof_losses
 from toolkit.sof.model import SOFModel, SOFModelConfig, load_original_state_dict, model_config
@@ -91,9 +91,14 @@ class SofTrainConfig:
     fit_views: list | None = None
     """Stage 2: view ids fitted per portrait (default [0], the frontal view); the others are evaluated."""
     optimize_camera: bool = False
-    """Stage 2: also fit each portrait's camera position (look-at toward the closest point of its optical
-    axis to the origin), as the original's --opt_cam, with a correct look-at."""
+    """Stage 2: also fit each portrait's camera pose (yaw and pitch about the point of its optical axis
+    closest to the origin), as the original's --opt_cam (with a correct look-at)."""
+    align: bool = False
+    """Stage 2: initialise a 2D similarity (scale, shift, roll) of each portrait's image from the eyes and
+    mouth of its fitted label map (the CelebA-HQ alignment rule) and optimise it with the codes
+    (:mod:`toolkit.sof.alignment`); needed for masks not framed like the training portraits."""
     camera_lr: float = 1e-3
+    """Stage 2: learning rate of the pose and similarity parameters."""
     code_init: str = "random"
     """Stage 2: starting codes. "random": N(0, 0.01²) (the original's); "mean": the mean stage-1 code;
     "nearest": per portrait, the stage-1 code whose render of the fitted view has the lowest cross-entropy."""
@@ -117,24 +122,19 @@ class SofTrainConfig:
 
 
 class SofTrainable(nn.Module):
-    """A SOF model plus optional per-portrait camera positions; ``forward(batch)`` is one training pass."""
+    """A SOF model plus optional per-portrait camera corrections; ``forward(batch)`` is one training pass."""
 
-    def __init__(self, sof: SOFModel, camera_positions: torch.Tensor | None = None,
-                 camera_targets: torch.Tensor | None = None):
+    def __init__(self, sof: SOFModel, cameras: PortraitCameras | None = None):
         super().__init__()
         self.sof = sof
-        self.camera_positions = None if camera_positions is None else nn.Parameter(camera_positions.float())
-        self.register_buffer("camera_targets", None if camera_targets is None else camera_targets.float())
-
-    def cameras(self, instance_idx: torch.Tensor, cam2world: torch.Tensor) -> torch.Tensor:
-        if self.camera_positions is None:
-            return cam2world
-        return look_at_torch(self.camera_positions[instance_idx], self.camera_targets[instance_idx])
+        self.cameras = cameras
 
     def forward(self, batch: dict[str, torch.Tensor]):
         z = self.sof.embedding(batch["instance_idx"])
-        cam2world = self.cameras(batch["instance_idx"], batch["cam2world"])
-        out = self.sof(z, cam2world, batch["intrinsics"], batch["uv"])
+        cam2world, K = batch["cam2world"], batch["intrinsics"]
+        if self.cameras is not None:
+            cam2world, K = self.cameras(batch["instance_idx"], cam2world, K)
+        out = self.sof(z, cam2world, K, batch["uv"])
         return out, z
 
 
@@ -149,7 +149,8 @@ class TrainResult(NamedTuple):
 class LoadedSof(NamedTuple):
     model: SOFModel
     meta: dict
-    camera_positions: torch.Tensor | None
+    cameras: PortraitCameras | None
+    """Stage-2 fits: the fitted per-portrait camera corrections (pose, similarity)."""
     path: Path | None = None
     """The checkpoint file it was read from."""
 
@@ -223,17 +224,11 @@ def fit_codes(config: SofTrainConfig, *, callbacks: Sequence[Callback] = (), res
     if config.code_init != "random":
         with torch.no_grad():
             sof.latent_codes.weight.add_(_initial_codes(base.model, config.code_init, root, split))
-    positions = targets = None
-    if config.optimize_camera:
-        # One camera per portrait: the (first) fitted view's pose initialises it.
-        first_view = {n: v for n, v in reversed(train_pairs)}
-        poses = np.stack([data.instances[n].cam2world[first_view[n]] for n in names])
-        positions = torch.tensor(poses[:, :3, 3], dtype=torch.float32)
-        targets = torch.tensor(_axis_point_closest_to_origin(poses), dtype=torch.float32)
-    trainable = SofTrainable(sof, positions, targets)
+    cameras = _portrait_cameras(config, data, names, train_pairs)
+    trainable = SofTrainable(sof, cameras)
     groups = [{"params": [sof.latent_codes.weight], "lr": config.lr}]
-    if positions is not None:
-        groups.append({"params": [trainable.camera_positions], "lr": config.camera_lr})
+    if cameras is not None:
+        groups.append({"params": [p for p in cameras.parameters() if p.requires_grad], "lr": config.camera_lr})
     network_params = [p for n, p in sof.named_parameters() if not n.startswith("latent_codes")]
     groups.append({"params": network_params, "lr": config.lr if config.network_lr is None else config.network_lr})
     for p in network_params:  # frozen: no gradient, so Adam leaves them untouched
@@ -245,9 +240,8 @@ def fit_codes(config: SofTrainConfig, *, callbacks: Sequence[Callback] = (), res
     val_samples = _fixed_subset(val_pairs, config.val_max_views, config.seed)
 
     def val_fn(m: SofTrainable):
-        cams = None if m.camera_positions is None else _fitted_cameras(m, data, names, fit_views, val_samples)
         return miou_logs(evaluate_views(m.sof, root, val_samples, config.val_image_size, instances=names,
-                                        cam2world=cams))
+                                        cameras=m.cameras))
 
     meta = _meta(config, sof, train_set, split)
     run_dir = _resolve(config.out_dir)
@@ -280,7 +274,7 @@ class _Unfreeze(Callback):
 @torch.no_grad()
 def render_views(model: SOFModel, root: str | os.PathLike, samples: Sequence[tuple[str, int]], image_size: int,
                  *, instances: Sequence[str] | None = None, codes: torch.Tensor | None = None,
-                 cam2world: np.ndarray | None = None, batch: int = 8) -> tuple[np.ndarray, np.ndarray]:
+                 cameras: PortraitCameras | None = None, batch: int = 8) -> tuple[np.ndarray, np.ndarray]:
     """Render (instance, view) pairs and read their stored label maps, both at ``image_size``.
 
     Args:
@@ -289,7 +283,8 @@ def render_views(model: SOFModel, root: str | os.PathLike, samples: Sequence[tup
         samples: (instance name, view id) pairs.
         image_size: render and compare at this size (ground truth nearest-resized).
         instances: latent index order (default: the dataset's sorted instances).
-        cam2world: optional (len(samples), 4, 4) cameras replacing the stored ones (fitted cameras).
+        cameras: fitted per-portrait camera corrections (stage 2), applied to the stored cameras of the
+            portrait's views; indexed like ``instances``.
     Returns:
         (predicted, ground truth) label maps, each (len(samples), image_size, image_size) uint8.
     """
@@ -306,15 +301,17 @@ def render_views(model: SOFModel, root: str | os.PathLike, samples: Sequence[tup
             idx = torch.tensor([index[n] for n, _ in chunk], device=device)
             z = model.embedding(idx) if codes is None else codes[idx.cpu()].to(device)
             cams, Ks = [], []
-            for j, (name, view) in enumerate(chunk):
+            for name, view in chunk:
                 inst = data.instances[name]
                 raw = inst.read_labels(view)
-                cams.append(inst.cam2world[view] if cam2world is None else cam2world[start + j])
+                cams.append(inst.cam2world[view])
                 Ks.append(intrinsics_for_size(inst.intrinsics[view], raw.shape[1], image_size, data.meta.pixel_center))
                 gts.append(resize_labels_nearest(raw, image_size, pixel_center=data.meta.pixel_center))
-            out = model.render(z, torch.tensor(np.stack(cams), dtype=torch.float32, device=device),
-                               torch.tensor(np.stack(Ks), dtype=torch.float32, device=device), image_size,
-                               image_size, pixel_center=data.meta.pixel_center)
+            cam_t = torch.tensor(np.stack(cams), dtype=torch.float32, device=device)
+            K_t = torch.tensor(np.stack(Ks), dtype=torch.float32, device=device)
+            if cameras is not None:
+                cam_t, K_t = cameras(idx, cam_t, K_t)
+            out = model.render(z, cam_t, K_t, image_size, image_size, pixel_center=data.meta.pixel_center)
             preds.append(out.logits.argmax(-1).to(torch.uint8).cpu().numpy())
     finally:
         model.train(was_training)
@@ -383,6 +380,8 @@ def load_sof(path: str | os.PathLike, *, map_location: str | torch.device = "cpu
     if not isinstance(state, dict):
         raise DataError(path, "no 'model' state dict in the checkpoint")
     meta = ck.get("meta")
+    if isinstance(meta, dict) and meta.get("system", "sof") != "sof":
+        raise DataError(path, f"not a SOF checkpoint: it holds a {meta['system']!r} model")
     if meta is None or "model_config" not in meta:
         if any(k.startswith("hyper_phi.") for k in state):
             model = load_original_state_dict(SOFModel, state, projection="ortho")
@@ -399,8 +398,20 @@ def load_sof(path: str | os.PathLike, *, map_location: str | torch.device = "cpu
     except RuntimeError as exc:
         raise DataError(path, f"state dict does not fit the stored model_config ({exc})") from exc
     model.eval()
-    positions = state.get("camera_positions")
-    return LoadedSof(model, dict(meta), positions, Path(path))
+    return LoadedSof(model, dict(meta), _load_cameras(state, path), Path(path))
+
+
+def _load_cameras(state: dict, path) -> PortraitCameras | None:
+    """The fitted camera corrections of a stage-2 checkpoint (keys ``cameras.*``), or None."""
+    cam_state = {k[len("cameras."):]: v for k, v in state.items() if k.startswith("cameras.")}
+    if not cam_state:
+        return None
+    try:
+        cameras = PortraitCameras(cam_state["targets"])
+        cameras.load_state_dict({k: v.float() for k, v in cam_state.items()})
+    except (KeyError, RuntimeError) as exc:
+        raise DataError(path, f"stage-2 camera corrections do not load ({exc})") from exc
+    return cameras
 
 
 def export_checkpoint(run_or_checkpoint: str | os.PathLike, out: str | os.PathLike, *,
@@ -522,24 +533,27 @@ def _initial_codes(base: SOFModel, how: str, root: Path, split: Split) -> torch.
     return codes[cost.argmin(1)].clone()
 
 
+def _portrait_cameras(config: SofTrainConfig, data, names: list[str],
+                      train_pairs: list[tuple[str, int]]) -> PortraitCameras | None:
+    """Stage 2: camera corrections per portrait, about its first fitted view's camera; the similarity starts
+    from that view's eyes and mouth when ``config.align``."""
+    if not (config.optimize_camera or config.align):
+        return None
+    first_view = {n: v for n, v in reversed(train_pairs)}
+    poses = np.stack([data.instances[n].cam2world[first_view[n]] for n in names])
+    sims = None
+    if config.align:
+        sims = torch.tensor(np.stack([mask_similarity(data.instances[n].read_labels(first_view[n]),
+                                                      data.instances[n].intrinsics[first_view[n]])
+                                      for n in names]))
+    return PortraitCameras(torch.tensor(_axis_point_closest_to_origin(poses), dtype=torch.float32), sims,
+                           fit_pose=config.optimize_camera, fit_similarity=config.align)
+
+
 def _axis_point_closest_to_origin(poses: np.ndarray) -> np.ndarray:
     centre, forward = poses[:, :3, 3], poses[:, :3, 2]
     t = -(centre * forward).sum(-1, keepdims=True)
     return centre + t * forward
-
-
-def _fitted_cameras(m: SofTrainable, data, names, fit_views, samples) -> np.ndarray:
-    """Cameras of validation views under fitted camera positions: the fitted pose times the stored
-    relative motion between the fitted view and each other view."""
-    index = {n: i for i, n in enumerate(names)}
-    fitted = m.cameras(torch.arange(len(names), device=m.camera_positions.device), None).detach().cpu().numpy()
-    fit_view = {n: next(v for v in data.views(n) if v in fit_views) for n in names}
-    out = []
-    for name, view in samples:
-        inst = data.instances[name]
-        rel = np.linalg.inv(inst.cam2world[fit_view[name]]) @ inst.cam2world[view]
-        out.append(fitted[index[name]] @ rel)
-    return np.stack(out)
 
 
 def _fixed_subset(pairs: Sequence[tuple[str, int]], limit: int | None, seed: int) -> list[tuple[str, int]]:

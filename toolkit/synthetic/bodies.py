@@ -1,8 +1,8 @@
 """Procedural moving bodies with exact 4D ground truth, written in the D-FAUST / Occupancy Flow layout.
 
-A body is 16 smooth solids (pelvis, torso, neck, head, upper/lower arms, hands, upper/lower legs, feet):
-ellipsoids and round cones (convex hulls of two spheres), each rigid in its part's frame, posed by a
-kinematic tree. The parts are joined into one closed surface by an n-ary quadratic smooth minimum of
+A body is 18 smooth solids (pelvis, belly, torso, chest, neck, head, upper/lower arms, hands, upper/lower
+legs, feet): ellipsoids and round cones (convex hulls of two spheres), each rigid in its part's frame,
+posed by a kinematic tree. The parts are joined into one closed surface by an n-ary quadratic smooth minimum of
 their signed distances,
 
     F = m - k/2 * S / (1 + S),   S = sum_j h_j^2 - 1,   m = min_j d_j,   h_j = max(k - (d_j - m), 0) / k,
@@ -10,9 +10,16 @@ their signed distances,
 which equals the plain union wherever no two parts are within the blend width ``k`` of each other, is
 C1 except where three parts blend at once, and never lies more than k/2 below the union (so distant
 parts can be skipped exactly). ``F < 0`` is the body: occupancy is exact at any point and
-any (fractional) frame. Identities (height, leg/arm proportions, shoulder and hip width, thickness, head
-size) come from a seeded ``numpy.random.Generator``; motions (see ``MOTIONS``) are smooth periodic
-functions of joint angles and root translation.
+any (fractional) frame. Motions (see ``MOTIONS``: D-FAUST's 14 motion names, with their typical periods
+at 60 fps) are smooth periodic functions of joint angles and root translation, performed from
+D-FAUST's standing rest pose (arms hanging a little away from the torso, feet apart and turned out).
+
+Identities are D-FAUST-like (``random_identity``): adult proportions (joint heights, segment lengths,
+hand and foot sizes as fractions of the height), heights 1.5-1.95 m and builds from thin to heavy. The
+build moves limb girth, torso depth, belly and hip width together (with some independent spread), so
+inside volumes run from about 0.06 to 0.2 m^3, about 1.2-2.3 % of the [-0.55, 0.55]^3 evaluation box
+of a standing frame (real D-FAUST subjects: 0.09-0.16 m^3, 1.8-2.1 %). The arms of heavy bodies hang
+further out, just clear of the belly, as people's do.
 
 Time is measured in frames (floats allowed). A sequence of F frames spans ``t = frame / (F - 1)`` in
 [0, 1], the Occupancy Flow time of a 17-frame window.
@@ -49,7 +56,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from toolkit.io import DataError, atomic_save_text
-from toolkit.synthetic._bodies_motions import DOFS, MOTIONS, REST_POSE, get_motion, motion_angles
+from toolkit.synthetic._bodies_motions import DOFS, MOTIONS, REST_POSE, STAND, get_motion, motion_angles
 from toolkit.synthetic._bodies_shapes import Ellipsoid, Primitive, RoundCone, batch_consts, batch_sdf_grad
 
 if TYPE_CHECKING:  # meshing imports torch; the field itself does not need it
@@ -71,15 +78,20 @@ __all__ = [
 ]
 
 PARTS = (
-    "pelvis", "torso", "neck", "head",
+    "pelvis", "belly", "torso", "chest", "neck", "head",
     "upper_arm_l", "lower_arm_l", "hand_l", "upper_arm_r", "lower_arm_r", "hand_r",
     "upper_leg_l", "lower_leg_l", "foot_l", "upper_leg_r", "lower_leg_r", "foot_r",
 )
-"""Body parts in kinematic order (every parent comes before its children); +x is the body's left."""
-_PARENT = (-1, 0, 1, 2, 1, 4, 5, 1, 7, 8, 0, 10, 11, 0, 13, 14)
+"""Body parts in kinematic order (every parent comes before its children); +x is the body's left. The
+belly moves with the pelvis, the chest (upper chest and shoulder girdle, carrying neck and arms) turns
+on the torso (rib cage and waist)."""
+_PARENT = (-1, 0, 0, 2, 3, 4, 3, 6, 7, 3, 9, 10, 0, 12, 13, 0, 15, 16)
+_FEET = (PARTS.index("foot_l"), PARTS.index("foot_r"))
 
-HELD_OUT_MOTION = "arm_waves"
-"""The motion that only appears in ``test_new_motion.lst``."""
+HELD_OUT_MOTION = "running_on_spot"
+"""The motion that only appears in ``test_new_motion.lst``. Running on the spot combines movements the
+other motions show separately (knee lifts as in ``knees``, bounces as in the hops, arm swings), so the
+split measures generalisation to a new combination; the real demo's motion (light hopping) stays seen."""
 
 BLEND_WIDTH = 0.015
 """Smooth-union width k, in units of body height."""
@@ -91,6 +103,8 @@ SURFACE_TOL = 1e-7
 """|F| (metres) that projected surface points must reach."""
 MAX_PROJECTION = 0.03
 """Largest projection of a skinned point onto the surface, in body heights; beyond it the point is dropped."""
+ARM_MARGIN = 0.006
+"""Gap (body heights) kept between the hanging arms and the trunk in the standing pose."""
 _FULL = {"n_points": 100_000, "n_pcl": 100_000, "mesh_resolution": 128}
 _QUICK = {"n_points": 20_000, "n_pcl": 20_000, "mesh_resolution": 96}
 BOX_HALF = 0.55  # points_seq box half-size (oflow.md section 3: padding 0.1 around [-0.5, 0.5])
@@ -98,7 +112,10 @@ BOX_HALF = 0.55  # points_seq box half-size (oflow.md section 3: padding 0.1 aro
 
 @dataclass(frozen=True)
 class Identity:
-    """Body proportions; lengths in metres, ratios relative to ``height``."""
+    """Body proportions; lengths in metres, ratios relative to ``height``.
+
+    The defaults are an average build; ``random_identity`` draws thin to heavy ones.
+    """
 
     id: int = 10000
     """Identity number, used in sequence names (like D-FAUST's subject ids)."""
@@ -110,12 +127,16 @@ class Identity:
     """Scale of arm and hand lengths."""
     shoulder_width: float = 0.23
     """Distance between the shoulder joints / height."""
-    hip_width: float = 0.18
-    """Pelvis width / height."""
+    hip_width: float = 0.2
+    """Pelvis (hip) width / height."""
     thickness: float = 1.0
-    """Scale of limb radii and body depth."""
+    """Scale of limb girth (arm, leg and neck radii)."""
     head_size: float = 1.0
     """Scale of the head."""
+    torso_depth: float = 1.0
+    """Scale of the depth (front to back) of chest, waist, belly and buttocks."""
+    belly: float = 0.3
+    """Belly and waist: 0 flat and slim, 1 round and wide."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -130,11 +151,31 @@ class Identity:
 
 
 def random_identity(rng: np.random.Generator, id: int = 10000) -> Identity:
-    """Draw body proportions from ``rng`` (uniform within plausible human ranges)."""
+    """Draw a D-FAUST-like body from ``rng``: adult proportions, heights 1.5-1.95 m, thin to heavy.
+
+    One build value b, uniform in [0, 1] (thin to heavy), moves girth, torso depth, belly and hip width
+    together; each also gets its own small spread, so builds are not one-dimensional. Inside volumes
+    (see the module docstring) run from about 0.06 m^3 (short and thin) to 0.2 m^3 (tall and heavy).
+
+    Args:
+        rng: the generator (same state, same identity).
+        id: the identity number.
+
+    Returns:
+        The identity.
+    """
     u = rng.uniform
-    return Identity(id=int(id), height=u(1.55, 1.95), leg_ratio=u(0.44, 0.50), arm_ratio=u(0.92, 1.08),
-                    shoulder_width=u(0.215, 0.25), hip_width=u(0.16, 0.20), thickness=u(0.85, 1.2),
-                    head_size=u(0.9, 1.1))
+    b = u(0.0, 1.0) ** 0.8  # a few more full builds than thin ones, as among D-FAUST's subjects
+
+    def spread(centre: float, sd: float, lo: float, hi: float) -> float:
+        return float(np.clip(centre + sd * rng.standard_normal(), lo, hi))
+
+    return Identity(id=int(id), height=u(1.5, 1.95), leg_ratio=u(0.44, 0.49), arm_ratio=u(0.94, 1.06),
+                    shoulder_width=spread(0.215 + 0.025 * b, 0.008, 0.2, 0.25),
+                    hip_width=spread(0.19 + 0.05 * b, 0.008, 0.18, 0.25),
+                    thickness=spread(0.94 + 0.4 * b, 0.04, 0.86, 1.4), head_size=u(0.93, 1.07),
+                    torso_depth=spread(0.94 + 0.4 * b, 0.04, 0.86, 1.4),
+                    belly=spread(b * b, 0.08, 0.0, 1.0))
 
 
 class SurfaceSample(NamedTuple):
@@ -173,14 +214,14 @@ class Body:
         identity: body proportions.
         motion: a key of ``MOTIONS``.
         frames: number of frames F of the sequence (t = frame / (F - 1)).
-        period: motion period in frames.
+        period: motion period in frames at 60 fps (default: the motion's typical ``Motion.period``).
         phase: motion phase at frame 0, radians.
         amplitude: scale of the motion's joint angles and jumps (1 = nominal).
     """
 
-    def __init__(self, identity: Identity, motion: str, *, frames: int = 17, period: float = 32.0,
+    def __init__(self, identity: Identity, motion: str, *, frames: int = 17, period: float | None = None,
                  phase: float = 0.0, amplitude: float = 1.0):
-        get_motion(motion)
+        period = get_motion(motion).period if period is None else period
         if int(frames) < 1:
             raise ValueError(f"frames must be >= 1; got {frames}")
         if not period > 0:
@@ -198,9 +239,11 @@ class Body:
         self._batches = [(np.array(ids), batch_consts([self._prims[i] for i in ids])) for ids in kinds if ids]
         self._poses: dict[float, PartPose] = {}
         self._bboxes: dict[float, tuple[np.ndarray, np.ndarray]] = {}
+        self._arm_out = 0.0
+        self._arm_out = self._arm_clearance()
         self._rest = self._forward(REST_POSE, ground=False)
-        # zero-pose ankle positions, for motions with planted feet
-        self._feet_ankles0 = self._forward({}, ground=False).translations[[12, 15]].copy()
+        # standing-pose ankle positions: the supporting foot stays there (see ``Motion.planted``)
+        self._stand_ankles = self._forward(STAND, ground=False).translations[list(_FEET)].copy()
 
     # ---------------------------------------------------------------------------------------------
     # Pose
@@ -361,9 +404,46 @@ class Body:
     # Internals
     # ---------------------------------------------------------------------------------------------
 
+    def _arm_clearance(self, margin: float = ARM_MARGIN) -> float:
+        """Extra shoulder abduction (degrees) that keeps the standing pose's arms ``margin`` (in body
+        heights) clear of pelvis, belly and torso: heavy bodies hold their arms further out."""
+        H = self.identity.height
+        trunk = [PARTS.index(n) for n in ("pelvis", "belly", "torso")]
+        # points on the left arm's axis (part frames) below the armpit, and the arm's radius there
+        axis, radius = [], []
+        for name, start in (("upper_arm_l", 0.6), ("lower_arm_l", 0.0)):
+            prim = self._prims[PARTS.index(name)]
+            for v in np.linspace(start, 1.0, 8):
+                axis.append((PARTS.index(name), (1 - v) * np.asarray(prim.a) + v * np.asarray(prim.b)))
+                radius.append((1 - v) * prim.r1 + v * prim.r2)
+        hand = self._prims[PARTS.index("hand_l")]
+        for v in np.linspace(-0.8, 0.8, 5):
+            axis.append((PARTS.index("hand_l"), np.asarray(hand.c) + v * np.array([0.0, hand.r[1], 0.0])))
+            radius.append(hand.r[0])
+        part = np.array([p for p, _ in axis])
+        local, radius = np.stack([x for _, x in axis]), np.array(radius)
+
+        def gap(extra: float) -> float:
+            self._arm_out = extra
+            pose = self._forward(STAND, ground=False)
+            world = _apply(pose, part, local)
+            d = np.min([self._eval_part(i, world, pose, False)[0] for i in trunk], axis=0)
+            return float((d - radius).min()) - margin * H
+
+        lo, hi = 0.0, 45.0
+        if gap(lo) < 0.0:
+            for _ in range(20):  # bisection to about 0.05 degrees
+                mid = 0.5 * (lo + hi)
+                lo, hi = (mid, hi) if gap(mid) < 0.0 else (lo, mid)
+            lo = hi
+        self._arm_out = 0.0
+        return lo
+
     def _forward(self, angles: dict[str, float], *, ground: bool) -> PartPose:
         a = dict.fromkeys(DOFS, 0.0)
         a.update(angles)
+        a["shoulder_l_abd"] += self._arm_out
+        a["shoulder_r_abd"] += self._arm_out
         H = self.identity.height
         local = _joint_rotations(a)
         P = len(PARTS)
@@ -377,18 +457,16 @@ class Body:
             shift = np.zeros(3)
             # feet on the ground: a soft minimum (smooth in time) of the feet's lowest points goes to y = 0,
             # then the motion's jump is added
-            ends = []
-            for f in (12, 15):
-                prim = self._prims[f]
-                for c, r in ((prim.a, prim.r1), (prim.b, prim.r2)):
-                    ends.append((rot[f] @ np.asarray(c) + trans[f])[1] - r)
-            ends = np.array(ends)
+            down = np.array([0.0, -1.0, 0.0])
+            ends = np.array([(rot[f] @ self._prims[f].support(rot[f].T @ down) + trans[f])[1] for f in _FEET])
             kappa = GROUND_SOFTNESS * H
             soft_low = ends.min() - kappa * math.log(np.exp(-(ends - ends.min()) / kappa).sum())
             shift[1] = -soft_low + a["root_y"] * H
             if get_motion(self.motion).planted:
-                ankles = trans[[12, 15]]
-                shift[[0, 2]] = (self._feet_ankles0 - ankles).mean(axis=0)[[0, 2]]
+                # the supporting foot (a weighted mean of both, smooth in time) keeps its standing place
+                w_left = 0.5 * (1.0 + min(1.0, max(-1.0, a["support"])))
+                moved = trans[list(_FEET)] - self._stand_ankles
+                shift[[0, 2]] = -(w_left * moved[0] + (1.0 - w_left) * moved[1])[[0, 2]]
             shift[0] += a["root_x"] * H
             shift[2] += a["root_z"] * H
             trans = trans + shift
@@ -904,8 +982,10 @@ def write_body_dataset(out: str | os.PathLike, *, sequences: int = 12, frames: i
     for k, p in enumerate(plan):
         rng = np.random.default_rng([int(seed), 1, k])
         F = int(rng.integers(lo_f, hi_f + 1))
-        bodies[p.name] = Body(identities[p.identity], p.motion, frames=F, period=rng.uniform(28.0, 40.0),
-                              phase=rng.uniform(0.0, 2 * math.pi), amplitude=rng.uniform(0.85, 1.1))
+        # people repeat an exercise a little faster or slower, and bigger or smaller, than its typical form
+        period = get_motion(p.motion).period * rng.uniform(0.85, 1.2)
+        bodies[p.name] = Body(identities[p.identity], p.motion, frames=F, period=period,
+                              phase=rng.uniform(0.0, 2 * math.pi), amplitude=rng.uniform(0.8, 1.15))
     total = sum(b.frames for b in bodies.values())
     bar = tqdm(total=total, desc="synthetic bodies", unit="frame", disable=not progress)
     for k, p in enumerate(plan):
@@ -1004,46 +1084,70 @@ def _skeleton(ident: Identity) -> tuple[np.ndarray, list[Primitive], np.ndarray]
     """Joint offsets in parent frames (P, 3), primitives in part frames, root position (zero pose).
 
     Every part frame is axis-aligned with the world in the zero pose (standing, arms down); the body
-    faces +z with y up, and the head top is at ``height``.
+    faces +z with y up, the soles are at y = 0 and the head top is at ``height``. Heights of joints and
+    lengths of segments are adult averages as fractions of the height (ankle 0.04, knee ~0.28, hip joint
+    ~0.5, shoulder 0.81; upper arm 0.186, forearm 0.146, hand 0.108, foot 0.15); the build parameters
+    set the girths.
     """
-    H, th, hs, ar = ident.height, ident.thickness, ident.head_size, ident.arm_ratio
-    r_ankle, r_toe = 0.022 * H * th, 0.015 * H * th
-    leg = ident.leg_ratio * H
-    thigh, shin = 0.52 * leg, 0.48 * leg
-    y_hip = r_ankle + leg
-    root = np.array([0.0, y_hip + 0.03 * H, 0.0])
-    neck_len = 0.045 * H
-    head_r = np.array([0.058, 0.07, 0.064]) * H * hs
-    torso_len = H - (root[1] + 0.05 * H) - neck_len - 1.6 * head_r[1]
+    H, th, td, bl = ident.height, ident.thickness, ident.torso_depth, ident.belly
+    hs, ar = ident.head_size, ident.arm_ratio
     sw, hw = ident.shoulder_width * H, ident.hip_width * H
-    ua, fa, hand = 0.175 * H * ar, 0.15 * H * ar, 0.085 * H * ar
-    r_sh, r_el, r_wr, r_fing = 0.027 * H * th, 0.021 * H * th, 0.016 * H * th, 0.011 * H * th
-    r_hip, r_knee = 0.05 * H * th, 0.031 * H * th
+    # joint heights above the ground (zero pose)
+    y_ankle = 0.04 * H
+    leg = ident.leg_ratio * H
+    thigh, shin = 0.5 * leg, 0.5 * leg
+    y_hip = y_ankle + leg
+    y_root = y_hip + 0.02 * H          # pelvis centre
+    y_spine = y_root + 0.05 * H        # torso joint
+    y_chest = 0.75 * H                 # chest joint (the shimmy turns about it)
+    y_shoulder = 0.81 * H
+    y_neck = 0.835 * H
+    head_r = np.array([0.05, 0.066, 0.058]) * H * hs
+    y_head = H - 1.5 * head_r[1]       # head joint; the head's centre is half a radius above it
+    neck_len = y_head - y_neck
+    ua, fa, hand = 0.186 * H * ar, 0.146 * H * ar, 0.108 * H * ar
+    r_sh, r_el, r_wr = 0.032 * H * th, 0.024 * H * th ** 0.8, 0.017 * H * th ** 0.5
+    r_hip, r_knee, r_ankle = 0.062 * H * th, 0.042 * H * th, 0.023 * H * th ** 0.8
+    # trunk girths: the build widens and deepens everything a little, the belly mostly the waist
+    torso_w = H * (0.078 + 0.016 * th + 0.03 * bl) + 0.3 * (sw - 0.23 * H)
+    torso_d = H * (0.066 + 0.02 * bl) * td
+    belly_w = H * (0.075 + 0.012 * th + 0.04 * bl)
+    belly_d = H * (0.052 + 0.042 * bl) * td
+    pelvis_d = H * (0.066 + 0.012 * bl) * td
+    T = y_shoulder - y_spine
     down = lambda length: (0.0, -length, 0.0)
     prims: list[Primitive] = [
-        Ellipsoid((0.0, 0.0, 0.0), (0.5 * hw, 0.07 * H, 0.07 * H * th)),
-        Ellipsoid((0.0, 0.55 * torso_len, 0.0), (0.39 * sw, 0.55 * torso_len, 0.075 * H * th)),
-        RoundCone((0.0, 0.0, 0.0), (0.0, neck_len, 0.0), 0.032 * H * th, 0.029 * H * th),
-        Ellipsoid((0.0, 0.6 * head_r[1], 0.012 * H), tuple(head_r)),
+        Ellipsoid((0.0, -0.03 * H, -0.01 * H), (0.5 * hw, 0.09 * H, pelvis_d)),                # pelvis
+        Ellipsoid((0.0, 0.065 * H, 0.005 * H + 0.015 * H * bl), (belly_w, 0.09 * H, belly_d)),   # belly
+        Ellipsoid((0.0, 0.5 * T, 0.0), (torso_w, 0.56 * T, torso_d)),                           # torso
+        Ellipsoid((0.0, y_shoulder - y_chest - 0.03 * H, -0.005 * H),                           # chest
+                  (0.5 * sw + 0.01 * H * bl, 0.05 * H, 0.06 * H * td)),
+        RoundCone((0.0, 0.0, 0.0), (0.0, neck_len, 0.004 * H), 0.038 * H * th ** 0.6, 0.033 * H * th ** 0.6),
+        Ellipsoid((0.0, 0.5 * head_r[1], 0.012 * H), tuple(head_r)),
     ]
+    # hands: flat, palms facing the thighs in the zero pose; feet: flat, from the heel a little behind
+    # the ankle to the toes, pointing forward
     arm = [RoundCone((0.0, 0.0, 0.0), down(ua), r_sh, r_el), RoundCone((0.0, 0.0, 0.0), down(fa), r_el, r_wr),
-           RoundCone((0.0, 0.0, 0.0), (0.0, -hand, 0.004 * H), r_wr, r_fing)]
+           Ellipsoid((0.0, -0.48 * hand, 0.004 * H), (0.011 * H * th ** 0.5, 0.51 * hand, 0.024 * H))]
     legs = [RoundCone((0.0, 0.0, 0.0), down(thigh), r_hip, r_knee), RoundCone((0.0, 0.0, 0.0), down(shin), r_knee, r_ankle),
-            RoundCone((0.0, 0.0, 0.0), (0.0, r_toe - r_ankle, 0.13 * H), r_ankle, r_toe)]
+            Ellipsoid((0.0, -0.017 * H, 0.036 * H), (0.027 * H * th ** 0.3, 0.023 * H, 0.074 * H))]
     prims += arm + arm + legs + legs
     off = np.zeros((len(PARTS), 3))
-    off[1] = (0.0, 0.05 * H, 0.0)                       # spine joint, in the pelvis frame
-    off[2] = (0.0, torso_len, -0.01 * H)                # neck base, in the torso frame
-    off[3] = (0.0, neck_len, 0.0)
-    for base, s in ((4, 1.0), (7, -1.0)):
-        off[base] = (s * 0.47 * sw, torso_len - 0.05 * H, 0.0)
+    off[1] = (0.0, 0.0, 0.0)                                    # belly, in the pelvis frame
+    off[2] = (0.0, y_spine - y_root, 0.0)                       # spine joint, in the pelvis frame
+    off[3] = (0.0, y_chest - y_spine, 0.0)                      # chest joint, in the torso frame
+    off[4] = (0.0, y_neck - y_chest, -0.012 * H)                # neck base, in the chest frame
+    off[5] = (0.0, neck_len, 0.004 * H)
+    for base, s in ((6, 1.0), (9, -1.0)):
+        off[base] = (s * 0.5 * sw, y_shoulder - y_chest, -0.005 * H)
         off[base + 1] = down(ua)
         off[base + 2] = down(fa)
-    for base, s in ((10, 1.0), (13, -1.0)):
-        off[base] = (s * 0.28 * hw, -0.03 * H, 0.0)
+    for base, s in ((12, 1.0), (15, -1.0)):
+        # heavy thighs hold the legs further apart
+        off[base] = (s * (0.05 * H + 0.1 * (hw - 0.2 * H) + 0.4 * (r_hip - 0.062 * H)), y_hip - y_root, 0.0)
         off[base + 1] = down(thigh)
         off[base + 2] = down(shin)
-    return off, prims, root
+    return off, prims, np.array([0.0, y_root, 0.0])
 
 
 def _rx(deg: float) -> np.ndarray:
@@ -1063,8 +1167,9 @@ def _rz(deg: float) -> np.ndarray:
 
 def _joint_rotations(a: dict[str, float]) -> list[np.ndarray]:
     """Each part's rotation relative to its parent (the root's relative to the world)."""
-    R = [_ry(a["root_yaw"]) @ _rz(-a["root_roll"]) @ _rx(a["root_pitch"]),
+    R = [_ry(a["root_yaw"]) @ _rz(-a["root_roll"]) @ _rx(a["root_pitch"]), np.eye(3),
          _rz(-a["spine_bend"]) @ _rx(a["spine_flex"]) @ _ry(a["spine_twist"]),
+         _rz(-a["chest_roll"]) @ _ry(a["chest_twist"]),
          _rx(a["neck_flex"]), _ry(a["head_turn"]) @ _rx(a["head_flex"])]
     for side, s in (("l", 1.0), ("r", -1.0)):
         R += [_rz(s * a[f"shoulder_{side}_abd"]) @ _rx(-a[f"shoulder_{side}_flex"]) @ _ry(s * a[f"shoulder_{side}_twist"]),

@@ -141,3 +141,26 @@ def meshes_figure(meshes: Mapping[str, object], *, height: int = 450, title: str
     fig.update_scenes(aspectmode="data",
                       camera={"up": {"x": 0, "y": 1, "z": 0}, "eye": {"x": 0.4, "y": 0.3, "z": 2.0}})
     return fig
+
+
+def fit_figure(out_dir, report: Mapping, *, panel: float = 2.2):
+    """One row per fitted mask of a :func:`toolkit.sof.fit.fit_masks` output: the mask, the fitted view and
+    the novel views (its renders/ PNGs), titled with the fitted view's foreground mIoU."""
+    from pathlib import Path
+
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    out_dir = Path(out_dir)
+    rows = list(report["masks"].items())
+    keys = ["mask", "fitted", "yaw-30", "yaw+30"]
+    fig, axes = plt.subplots(len(rows), len(keys), figsize=(panel * len(keys), panel * len(rows)), squeeze=False)
+    for r, (stem, m) in enumerate(rows):
+        for c, key in enumerate(keys):
+            ax = axes[r, c]
+            ax.imshow(np.asarray(Image.open(out_dir / "renders" / f"{stem}_{key}.png")))
+            ax.set_axis_off()
+            title = {"mask": f"{stem}: mask", "fitted": f"fitted (mIoU fg {m['miou_foreground']:.2f})"}
+            ax.set_title(title.get(key, f"novel view, {key.replace('yaw', 'yaw ')}°"), fontsize=8)
+    fig.tight_layout()
+    return fig
