@@ -16,14 +16,22 @@ from pathlib import Path
 
 import numpy as np
 
-from toolkit.oflow.data import BOX_HALF, frame_file_name, write_pcl_frame, write_points_frame, write_split
+from toolkit.oflow.data import (
+    BOX_HALF,
+    NEAR_DIR,
+    frame_file_name,
+    near_surface_samples,
+    write_pcl_frame,
+    write_points_frame,
+    write_split,
+)
 
 
 def write_moving_sphere_dataset(root: str | os.PathLike, *, sequences: Sequence[str] = ("s0", "s1"),
                                 frames: int = 17, radius: float = 0.5, velocity: Sequence[float] = (0.5, 0.0, 0.0),
-                                n_points: int = 4096, n_pcl: int = 2048, seed: int = 0,
+                                n_points: int = 4096, n_pcl: int = 2048, n_near: int = 0, seed: int = 0,
                                 splits: dict[str, list[str]] | None = None) -> Path:
-    """Write ``<root>/<name>/{points_seq,pcl_seq}`` for each name, plus split lists.
+    """Write ``<root>/<name>/{points_seq,pcl_seq}`` (and ``points_near_seq``) for each name, plus split lists.
 
     Args:
         root: dataset root (no category level).
@@ -31,6 +39,7 @@ def write_moving_sphere_dataset(root: str | os.PathLike, *, sequences: Sequence[
         frames: frames per sequence.
         radius, velocity: the sphere (world units).
         n_points, n_pcl: occupancy points (uniform in the padded box) and surface points per frame.
+        n_near: near-surface occupancy points per frame (``points_near_seq``; 0 writes none).
         splits: split name -> sequence names (default: every sequence in train, val and test).
     Returns:
         ``root``.
@@ -49,10 +58,17 @@ def write_moving_sphere_dataset(root: str | os.PathLike, *, sequences: Sequence[
             occ = np.linalg.norm(pts.astype(np.float64), axis=1) <= 0.5  # exact for the stored points
             write_points_frame(root / name / "points_seq" / frame_file_name(f), pts, occ, centre, scale)
             write_pcl_frame(root / name / "pcl_seq" / frame_file_name(f), 0.5 * unit, centre, scale)
+            if n_near:
+                near, near_occ = near_surface_samples(0.5 * unit, _inside_ball, n_near, rng)
+                write_points_frame(root / name / NEAR_DIR / frame_file_name(f), near, near_occ, centre, scale)
     names = list(sequences)
     for split, members in (splits or {"train": names, "val": names, "test": names}).items():
         write_split(root, split, members)
     return root
+
+
+def _inside_ball(p: np.ndarray) -> np.ndarray:
+    return np.linalg.norm(p, axis=1) <= 0.5
 
 
 def sphere_batch(batch_size: int = 16, *, length: int = 17, n_input_points: int = 300, n_points: int = 512,

@@ -4,6 +4,7 @@ Reference: oflow.md sections 2 (training samples) and 3 (data format). Layout::
 
     <root>/[<category>/]<sequence>/points_seq/%08d.npz   occupancy supervision (optional for inference)
                                    pcl_seq/%08d.npz      surface points with index correspondences
+                                   points_near_seq/%08d.npz  optional: occupancy points near the surface
     <root>/[<category>/]<split>.lst                      one sequence name per line
 
 The category level is optional: a root may hold sequences directly (like the shipped demo).
@@ -13,6 +14,9 @@ Frame files (exact keys and dtypes of the original, written with plain ``np.save
 - ``points_seq``: ``points`` float16 (N, 3) uniform in [-0.55, 0.55]^3, ``occupancies`` uint8 (ceil(N/8),)
   = ``np.packbits`` of N bools, ``loc`` float16 (3,), ``scale`` float16 ().
 - ``pcl_seq``: ``points`` float16 (P, 3), ``loc`` float16 (3,), ``scale`` float64 ().
+- ``points_near_seq`` (the toolkit's addition, written for synthetic bodies): ``points_seq``'s format, the
+  points drawn around the surface (:func:`near_surface_samples`), so that training sees the thin limbs
+  that uniform points in the box (the body fills 1-2 % of it) almost never hit.
 
 Each frame is normalised on its own (world = loc + scale * points); every consumer re-expresses frame i
 in frame 0's normalised coordinates with :func:`normalize_to_frame0`. Frame order is the sorted file
@@ -26,7 +30,7 @@ import json
 import os
 import re
 import zipfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -46,7 +50,10 @@ from toolkit.io import (
 
 POINTS_DIR = "points_seq"
 PCL_DIR = "pcl_seq"
+NEAR_DIR = "points_near_seq"
+"""Optional: occupancy points near the surface (points_seq's format), for near-surface sampling in training."""
 FIELD_DIRS = (POINTS_DIR, PCL_DIR)
+ALL_FIELD_DIRS = (POINTS_DIR, PCL_DIR, NEAR_DIR)
 N_POINTS = 100_000
 BOX_PADDING = 0.1
 BOX_HALF = 0.5 * (1.0 + BOX_PADDING)  # the original's uniform IoU points live in [-0.55, 0.55]^3
@@ -55,6 +62,8 @@ SPLIT_SUFFIX = ".lst"
 CACHE_DIR_NAME = ".packed"
 
 # key -> (dtype, shape rule) of each field; "N" is the per-file point count.
+NEAR_SURFACE_SIGMAS = (0.01, 0.04)
+"""Noise scales of :func:`near_surface_samples` (a tenth and half of a limb's thickness, roughly)."""
 _POINTS_SPEC = {"points": np.float16, "occupancies": np.uint8, "loc": np.float16, "scale": np.float16}
 _PCL_SPEC = {"points": np.float16, "loc": np.float16, "scale": np.float64}
 
@@ -92,6 +101,26 @@ def write_points_frame(path: str | os.PathLike, points: np.ndarray, occupancies:
                     occupancies=np.packbits(occupancies), loc=loc.astype(np.float16),
                     scale=np.array(scale, dtype=np.float16))
     return Path(path)
+
+
+def near_surface_samples(surface: np.ndarray, inside: Callable[[np.ndarray], np.ndarray], n: int,
+                         rng: np.random.Generator, *, sigmas: Sequence[float] = NEAR_SURFACE_SIGMAS
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """Occupancy samples around a surface: surface points plus Gaussian noise, labelled by an inside test.
+
+    Args:
+        surface: (P, 3) surface points (a frame's normalised coordinates).
+        inside: exact inside test of (M, 3) float64 points -> (M,) bool, in the same coordinates.
+        n: samples to draw, split evenly over ``sigmas``.
+        rng: random source.
+        sigmas: noise standard deviations (normalised units: the body's largest side is 1).
+    Returns:
+        (n, 3) float16 points and their (n,) bool labels, computed for the float16 values as stored.
+    """
+    counts = np.diff(np.linspace(0, n, len(sigmas) + 1).round().astype(int))
+    parts = [surface[rng.integers(len(surface), size=k)] + rng.normal(0.0, s, (k, 3)) for k, s in zip(counts, sigmas)]
+    points = np.concatenate(parts).astype(np.float16)
+    return points, np.asarray(inside(points.astype(np.float64)), dtype=bool)
 
 
 def write_pcl_frame(path: str | os.PathLike, points: np.ndarray, loc: np.ndarray, scale: float) -> Path:
@@ -324,6 +353,12 @@ def read_sequence(seq_dir: str | os.PathLike) -> PackedSequence:
         _same_count(seq_dir / PCL_DIR, frames, [a["points"].shape[0] for a in pcl])
         out.update(pcl=np.stack([a["points"] for a in pcl]), pcl_loc=np.stack([a["loc"] for a in pcl]),
                    pcl_scale=np.stack([a["scale"] for a in pcl]))
+    if (seq_dir / NEAR_DIR).is_dir():
+        near = [_load_checked(seq_dir / NEAR_DIR / f, NEAR_DIR) for f in frames]
+        _same_count(seq_dir / NEAR_DIR, frames, [a["points"].shape[0] for a in near])
+        out.update(near_points=np.stack([a["points"] for a in near]),
+                   near_occupancies=np.stack([a["occupancies"] for a in near]),
+                   near_loc=np.stack([a["loc"] for a in near]), near_scale=np.stack([a["scale"] for a in near]))
     return PackedSequence(path=seq_dir, frames=tuple(frames), **out)
 
 
@@ -331,8 +366,11 @@ def read_sequence(seq_dir: str | os.PathLike) -> PackedSequence:
 # Packed per-sequence cache
 # ---------------------------------------------------------------------------------------------------------
 
-_PACK_ARRAYS = ("points", "occupancies", "points_loc", "points_scale", "pcl", "pcl_loc", "pcl_scale")
-_PACK_VERSION = 1
+_PACK_ARRAYS = {**dict.fromkeys(("points", "occupancies", "points_loc", "points_scale"), POINTS_DIR),
+                **dict.fromkeys(("pcl", "pcl_loc", "pcl_scale"), PCL_DIR),
+                **dict.fromkeys(("near_points", "near_occupancies", "near_loc", "near_scale"), NEAR_DIR)}
+"""Cached array -> the field folder it comes from."""
+_PACK_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -361,6 +399,12 @@ class PackedSequence:
     """(F, 3) float16 ``pcl_seq`` loc per frame."""
     pcl_scale: np.ndarray | None = None
     """(F,) float64 ``pcl_seq`` scale per frame."""
+    near_points: np.ndarray | None = None
+    """(F, Q, 3) float16 near-surface occupancy points (``points_near_seq``), when present."""
+    near_occupancies: np.ndarray | None = None
+    """(F, ceil(Q/8)) uint8 their packed occupancies; see :meth:`near_occupancy`."""
+    near_loc: np.ndarray | None = None
+    near_scale: np.ndarray | None = None
 
     @property
     def n_frames(self) -> int:
@@ -385,12 +429,13 @@ class PackedSequence:
         """Unpacked occupancy bits of one frame: (N,) bool, or (len(index),) for an index array or slice."""
         if self.occupancies is None:
             raise DataError(self.path, f"no {POINTS_DIR}: occupancies are not available")
-        packed = self.occupancies[frame]
-        n = self.n_points
-        if index is None or isinstance(index, slice):
-            return np.unpackbits(packed)[:n][index if index is not None else slice(None)].astype(bool)
-        index = np.asarray(index, dtype=np.int64)
-        return ((packed[index >> 3] >> (7 - (index & 7))) & 1).astype(bool)
+        return _unpack(self.occupancies[frame], self.n_points, index)
+
+    def near_occupancy(self, frame: int, index: np.ndarray | slice | None = None) -> np.ndarray:
+        """:meth:`occupancy` of the near-surface points (``points_near_seq``)."""
+        if self.near_occupancies is None:
+            raise DataError(self.path, f"no {NEAR_DIR}: near-surface occupancies are not available")
+        return _unpack(self.near_occupancies[frame], self.near_points.shape[1], index)
 
 
 def pack_sequence(seq_dir: str | os.PathLike, *, cache_dir: str | os.PathLike | None = None) -> PackedSequence:
@@ -412,7 +457,7 @@ def pack_sequence(seq_dir: str | os.PathLike, *, cache_dir: str | os.PathLike | 
     """
     seq_dir = Path(seq_dir).resolve()
     frames = sequence_frames(seq_dir)
-    fields = [f for f in FIELD_DIRS if (seq_dir / f).is_dir()]
+    fields = [f for f in ALL_FIELD_DIRS if (seq_dir / f).is_dir()]
     sources = {f"{field}/{name}": _stat(seq_dir / field / name) for field in fields for name in frames}
     manifest = {"version": _PACK_VERSION, "frames": frames, "fields": fields, "sources": sources}
     cache = _cache_folder(seq_dir, cache_dir)
@@ -452,8 +497,8 @@ def validate_dataset(path: str | os.PathLike) -> list[Problem]:
         field = path.parent.name
         if path.suffix == SPLIT_SUFFIX:
             return _split_problems(path, path.parent)
-        if field not in FIELD_DIRS:
-            return [Problem(path, f"not a frame of {POINTS_DIR}/ or {PCL_DIR}/")]
+        if field not in ALL_FIELD_DIRS:
+            return [Problem(path, f"not a frame of {POINTS_DIR}/, {PCL_DIR}/ or {NEAR_DIR}/")]
         return _frame_file_problems(path, field)[0]
     if path.name in FIELD_DIRS and not is_sequence_dir(path):
         path = path.parent
@@ -532,13 +577,15 @@ class SequenceDataset(torch.utils.data.Dataset):
         n_eval_points, eval_jitter: first points per frame in eval items, and their jitter std.
         occupancy: load ``points_seq`` (required unless False).
         cache_dir: where packed caches go (see :func:`pack_sequence`).
+        near_surface: fraction of the training occupancy points (``points`` and ``points_t``) drawn from
+            ``points_near_seq`` instead of the uniform ``points_seq`` (0: the original's sampling).
     """
 
     def __init__(self, root: str | os.PathLike, *, split: str | Sequence[str] | None = None, length: int = 17,
                  offset: int = 0, stride: int = 1, n_input_points: int = 300, input_noise: float = 0.001,
                  n_points: int = 512, n_points_t: int = 512, n_corr_points: int = 100, seed: int = 0,
                  eval: bool = False, n_eval_points: int = 10_000, eval_jitter: float = 1e-4,
-                 occupancy: bool = True, cache_dir: str | os.PathLike | None = None):
+                 occupancy: bool = True, cache_dir: str | os.PathLike | None = None, near_surface: float = 0.0):
         self.root = Path(root)
         self.sequences = find_sequences(self.root, split)
         self.length, self.offset, self.stride = int(length), int(offset), int(stride)
@@ -547,6 +594,9 @@ class SequenceDataset(torch.utils.data.Dataset):
         self.seed, self.eval, self.epoch = int(seed), bool(eval), 0
         self.n_eval_points, self.eval_jitter = int(n_eval_points), float(eval_jitter)
         self.occupancy, self.cache_dir = bool(occupancy), cache_dir
+        if not 0.0 <= near_surface <= 1.0:
+            raise ValueError(f"near_surface must be a fraction in [0, 1]; got {near_surface}")
+        self.near_surface = float(near_surface)
         self._packs: list[PackedSequence | None] = []
         self.windows: list[tuple[int, int]] = []
         for i, seq in enumerate(self.sequences):
@@ -556,6 +606,9 @@ class SequenceDataset(torch.utils.data.Dataset):
             if self.occupancy and pack.points is None:
                 raise DataError(seq.path, f"no {POINTS_DIR}/: derive it with `python -m toolkit occupancy "
                                           f"{seq.path}` or pass occupancy=False")
+            if self.near_surface > 0 and not self.eval and pack.near_points is None:
+                raise DataError(seq.path, f"no {NEAR_DIR}/ for near_surface={self.near_surface}: synthetic bodies "
+                                          "written by an older toolkit lack it (regenerate them), or set near_surface=0")
             self._packs.append(pack)
             self.windows += [(i, s) for s in subsequence_starts(pack.n_frames, length=self.length,
                                                                  offset=self.offset, stride=self.stride)]
@@ -608,14 +661,11 @@ class SequenceDataset(torch.utils.data.Dataset):
                 occ = np.stack([pack.occupancy(f, slice(0, k)) for f in frames])
                 out["points"], out["points.occ"] = torch.from_numpy(pts), torch.from_numpy(occ.astype(np.float32))
             else:
-                i0 = rng.integers(n, size=self.n_points)
-                out["points"] = torch.from_numpy(_to_frame0(pack.points[start][i0][None], loc[:1], scale[:1])[0])
-                out["points.occ"] = torch.from_numpy(pack.occupancy(start, i0).astype(np.float32))
+                pts0, occ0 = self._occupancy_sample(pack, rng, start, 0, self.n_points, loc[0], scale[0])
+                out["points"], out["points.occ"] = torch.from_numpy(pts0), torch.from_numpy(occ0)
                 ft = int(rng.integers(L))
-                it = rng.integers(n, size=self.n_points_t)
-                pts_t = _to_frame0(pack.points[start + ft][it][None], loc[[ft]], scale[[ft]], loc[0], scale[0])[0]
-                out["points_t"] = torch.from_numpy(pts_t)
-                out["points_t.occ"] = torch.from_numpy(pack.occupancy(start + ft, it).astype(np.float32))
+                pts_t, occ_t = self._occupancy_sample(pack, rng, start, ft, self.n_points_t, loc[0], scale[0])
+                out["points_t"], out["points_t.occ"] = torch.from_numpy(pts_t), torch.from_numpy(occ_t)
                 out["points_t.time"] = torch.tensor(times[ft])
 
         if self.eval:
@@ -627,6 +677,26 @@ class SequenceDataset(torch.utils.data.Dataset):
         out["sequence"] = self.sequences[seq_i].name
         out["start"] = torch.tensor(start, dtype=torch.int64)
         return out
+
+
+    def _occupancy_sample(self, pack: PackedSequence, rng: np.random.Generator, start: int, offset: int, k: int,
+                          loc0: np.ndarray, scale0: float) -> tuple[np.ndarray, np.ndarray]:
+        """k occupancy points of frame ``start + offset`` in frame-0 coordinates, drawn with replacement:
+        a ``near_surface`` fraction from ``points_near_seq``, the rest from ``points_seq``."""
+        f = start + offset
+        k_near = round(self.near_surface * k)
+        pts, occ = [], []
+        for source, count in (("uniform", k - k_near), ("near", k_near)):
+            if not count:
+                continue
+            near = source == "near"
+            points, loc, scale = ((pack.near_points, pack.near_loc, pack.near_scale) if near
+                                  else (pack.points, pack.points_loc, pack.points_scale))
+            i = rng.integers(points.shape[1], size=count)
+            pts.append(_to_frame0(points[f][i][None], loc[[f]].astype(np.float64), scale[[f]].astype(np.float64),
+                                  loc0, scale0)[0])
+            occ.append((pack.near_occupancy(f, i) if near else pack.occupancy(f, i)).astype(np.float32))
+        return np.concatenate(pts), np.concatenate(occ)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -742,7 +812,7 @@ def _read_manifest(cache: Path) -> dict | None:
 
 def _pack_arrays(fields: Sequence[str]) -> list[str]:
     """The cached arrays that exist for these field folders."""
-    return [k for k in _PACK_ARRAYS if (PCL_DIR if k.startswith("pcl") else POINTS_DIR) in fields]
+    return [k for k, field in _PACK_ARRAYS.items() if field in fields]
 
 
 def _build_cache(seq_dir: Path, cache: Path, frames: list[str], fields: list[str]) -> None:
@@ -758,6 +828,9 @@ def _build_cache(seq_dir: Path, cache: Path, frames: list[str], fields: list[str
         if field == POINTS_DIR:
             specs = {"points": ("points", (F, n, 3)), "occupancies": ("occupancies", (F, (n + 7) // 8)),
                      "points_loc": ("loc", (F, 3)), "points_scale": ("scale", (F,))}
+        elif field == NEAR_DIR:
+            specs = {"near_points": ("points", (F, n, 3)), "near_occupancies": ("occupancies", (F, (n + 7) // 8)),
+                     "near_loc": ("loc", (F, 3)), "near_scale": ("scale", (F,))}
         else:
             specs = {"pcl": ("points", (F, n, 3)), "pcl_loc": ("loc", (F, 3)), "pcl_scale": ("scale", (F,))}
         small = {name: [] for name, (key, _) in specs.items() if key in ("loc", "scale")}
@@ -782,6 +855,13 @@ def _build_cache(seq_dir: Path, cache: Path, frames: list[str], fields: list[str
             atomic_save_npy(cache / f"{name}.npy", np.stack(values))
 
 
+def _unpack(packed: np.ndarray, n: int, index: np.ndarray | slice | None) -> np.ndarray:
+    if index is None or isinstance(index, slice):
+        return np.unpackbits(packed)[:n][index if index is not None else slice(None)].astype(bool)
+    index = np.asarray(index, dtype=np.int64)
+    return ((packed[index >> 3] >> (7 - (index & 7))) & 1).astype(bool)
+
+
 def _choice(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
     # distinct indices when possible (duplicated trajectories carry no information), else with replacement;
     # sorted so memory-mapped reads run forward through the file
@@ -801,7 +881,7 @@ def _to_frame0(points: np.ndarray, loc: np.ndarray, scale: np.ndarray, loc0: np.
 def _sequence_problems(seq: Path) -> list[Problem]:
     problems: list[Problem] = []
     frames: dict[str, dict[str, dict]] = {}  # field -> frame name -> {n, loc, scale}
-    for field in FIELD_DIRS:
+    for field in ALL_FIELD_DIRS:
         fdir = seq / field
         if not fdir.is_dir():
             continue
@@ -868,7 +948,7 @@ def _frame_file_problems(path: Path, field: str) -> tuple[list[Problem], dict | 
 
 def _frame_problems(field: str, arrays: dict[str, np.ndarray]) -> list[str]:
     """Messages for one frame's arrays (empty when it matches the original format exactly)."""
-    spec = _POINTS_SPEC if field == POINTS_DIR else _PCL_SPEC
+    spec = _PCL_SPEC if field == PCL_DIR else _POINTS_SPEC
     missing = [k for k in spec if k not in arrays]
     out = [f"missing keys {missing}; found {sorted(arrays)}"] if missing else []
     for key, dtype in spec.items():
@@ -895,7 +975,7 @@ def _frame_problems(field: str, arrays: dict[str, np.ndarray]) -> list[str]:
     if scale is not None and scale.shape == () and scale.dtype.kind == "f" and np.isfinite(scale) and scale <= 0:
         out.append(f"scale is {float(scale)}; expected > 0")
     occ = arrays.get("occupancies")
-    if field == POINTS_DIR and occ is not None and n is not None:
+    if field != PCL_DIR and occ is not None and n is not None:
         expected = (n + 7) // 8
         if occ.shape != (expected,):
             out.append(f"occupancies has shape {occ.shape} ({occ.size * 8} bits) for {n} points; expected "

@@ -40,7 +40,7 @@ from toolkit.oflow.evaluate import (
     predict_window,
     window_codes,
 )
-from toolkit.oflow.losses import OFlowLosses, compute_losses
+from toolkit.oflow.losses import STAGES, OFlowLosses, compute_losses
 from toolkit.oflow.model import PRESETS, OccupancyFlow, OFlowConfig, preset
 from toolkit.oflow.model import load_checkpoint as load_model_checkpoint
 from toolkit.oflow.ode import ODE_PRESETS, ode_preset, resolve_options
@@ -93,8 +93,25 @@ class OFlowTrainConfig:
     "rk4" (fixed step 1/16, direct backprop), "midpoint", "euler"."""
     ode_overrides: dict = field(default_factory=dict)
     """Fields of :class:`toolkit.oflow.ode.ODEOptions` replacing the preset's (e.g. step_size, per_item)."""
+    stage: str = "joint"
+    """Training objective (:data:`toolkit.oflow.losses.STAGES`): "joint" (the original single stage),
+    "shape" (t=0 occupancy only, no ODE) or "motion" (velocity field supervised by the true trajectories
+    plus the correspondence loss); the staged recipe runs shape, motion, then a short joint fine-tune."""
+    init_from: str = ""
+    """Start a new run from this checkpoint's weights (run folder or file; same model config), e.g. the
+    previous stage's. A resumed run keeps its own weights."""
+    near_surface: float = 0.0
+    """Fraction of the occupancy training points drawn near the surface (``points_near_seq``) instead of
+    uniformly in the box (0: the original)."""
     loss_corr: bool = True
     """Add the correspondence loss (the original's ``loss_corr``)."""
+    corr_times: int | None = None
+    """Score the correspondence loss at this many evenly spaced frames (None: every frame, the original)."""
+    w_velocity: float = 1.0
+    """Weight of the direct velocity loss (stage "motion")."""
+    val_frames: str = "all"
+    """Validation during training: "all" frames (the original), or "t0" (decoding only, cheap); the last
+    validation of a run always scores every frame."""
     vae_beta: float = 1e-4
     """KL weight of the VAE (generative preset); ignored without latents."""
     w_recon: float = 1.0
@@ -149,7 +166,7 @@ class OFlowTrainConfig:
         # YAML 1.1 reads "3e-3" as a string: accept numbers written that way, reject anything else
         for name, kind in _NUMERIC.items():
             value = getattr(self, name)
-            if value is None and name in ("grad_clip", "val_max_windows"):
+            if value is None and name in ("grad_clip", "val_max_windows", "corr_times"):
                 continue
             try:
                 number = kind(value) if not isinstance(value, bool) else None
@@ -158,6 +175,14 @@ class OFlowTrainConfig:
             if number is None or (kind is int and isinstance(value, float) and value != int(value)):
                 raise ValueError(f"{name} must be {'an integer' if kind is int else 'a number'}; got {value!r}")
             setattr(self, name, number)
+        if self.stage not in STAGES:
+            raise ValueError(f"unknown stage {self.stage!r}; valid: {list(STAGES)}")
+        if self.val_frames not in ("all", "t0"):
+            raise ValueError(f"unknown val_frames {self.val_frames!r}; valid: ['all', 't0']")
+        if not 0.0 <= self.near_surface <= 1.0:
+            raise ValueError(f"near_surface must be a fraction in [0, 1]; got {self.near_surface}")
+        if self.corr_times is not None and not 1 <= int(self.corr_times) <= self.length - 1:
+            raise ValueError(f"corr_times must be in 1..{self.length - 1} (or null); got {self.corr_times}")
         if self.model_preset not in PRESETS:
             raise ValueError(f"unknown model_preset {self.model_preset!r}; valid: {sorted(PRESETS)}")
         if self.ode not in ODE_PRESETS:
@@ -188,10 +213,11 @@ class OFlowTrainConfig:
         return cfg.replace(**over, seq_len=self.length, ode=ode)
 
 
-_NUMERIC = {**dict.fromkeys(("vae_beta", "w_recon", "w_corr", "input_noise", "iou_threshold", "lr", "grad_clip", "lr_gamma"),
-                            float),
+_NUMERIC = {**dict.fromkeys(("vae_beta", "w_recon", "w_corr", "w_velocity", "near_surface", "input_noise",
+                             "iou_threshold", "lr", "grad_clip", "lr_gamma"), float),
             **dict.fromkeys(("length", "offset", "stride", "n_input_points", "n_points", "n_points_t",
-                             "n_corr_points", "n_eval_points", "val_max_windows", "batch_size", "max_steps",
+                             "n_corr_points", "n_eval_points", "val_max_windows", "corr_times", "batch_size",
+                             "max_steps",
                              "log_every", "val_every", "ckpt_every", "seed", "num_workers"), int)}
 
 
@@ -204,13 +230,14 @@ class OFlowTrainable(nn.Module):
     in DistributedDataParallel.
     """
 
-    def __init__(self, model: OccupancyFlow, *, corr: bool = True, vae_beta: float = 1e-4, w_recon: float = 1.0,
-                 w_corr: float = 1.0):
+    def __init__(self, model: OccupancyFlow, *, stage: str = "joint", corr: bool = True, corr_times: int | None = None,
+                 vae_beta: float = 1e-4, w_recon: float = 1.0, w_corr: float = 1.0, w_velocity: float = 1.0):
         super().__init__()
         for name, child in model.named_children():
             self.add_module(name, child)
         object.__setattr__(self, "oflow", model)  # shares the submodules; not registered twice
-        self.corr, self.vae_beta, self.w_recon, self.w_corr = corr, vae_beta, w_recon, w_corr
+        self.stage, self.corr, self.corr_times = stage, corr, corr_times
+        self.vae_beta, self.w_recon, self.w_corr, self.w_velocity = vae_beta, w_recon, w_corr, w_velocity
 
     def train(self, mode: bool = True) -> OFlowTrainable:
         super().train(mode)
@@ -218,8 +245,9 @@ class OFlowTrainable(nn.Module):
         return self
 
     def forward(self, batch: dict[str, torch.Tensor]) -> OFlowLosses:
-        return compute_losses(self.oflow, batch, corr=self.corr, vae_beta=self.vae_beta, w_recon=self.w_recon,
-                              w_corr=self.w_corr)
+        return compute_losses(self.oflow, batch, stage=self.stage, corr=self.corr, corr_times=self.corr_times,
+                              vae_beta=self.vae_beta, w_recon=self.w_recon, w_corr=self.w_corr,
+                              w_velocity=self.w_velocity)
 
 
 class TrainResult(NamedTuple):
@@ -241,10 +269,17 @@ class LoadedOFlow(NamedTuple):
 def oflow_step(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """One training pass through ``model(batch)`` (an :class:`OFlowTrainable`, possibly DDP-wrapped)."""
     losses: OFlowLosses = model(batch)
-    logs = {"recon_t0": losses.recon_t0.detach(), "recon_t": losses.recon_t.detach()}
-    if getattr(model, "module", model).corr:
+    inner = getattr(model, "module", model)
+    logs = {}
+    if inner.stage != "motion":
+        logs["recon_t0"] = losses.recon_t0.detach()
+    if inner.stage == "joint":
+        logs["recon_t"] = losses.recon_t.detach()
+    if inner.stage == "motion":
+        logs["velocity"] = losses.velocity.detach()
+    if inner.corr and inner.stage != "shape":
         logs["corr"] = losses.corr.detach()
-    if getattr(model, "module", model).oflow.config.z_dim > 0:
+    if inner.oflow.config.z_dim > 0:
         logs["kl"] = losses.kl.detach()
     return losses.total, logs
 
@@ -290,19 +325,27 @@ def train(config: OFlowTrainConfig, *, callbacks: Sequence[Callback] = (), resum
     train_set = SequenceDataset(root, split=_split_arg(root, config.train_split), length=config.length,
                                 offset=config.offset, stride=config.stride, n_input_points=config.n_input_points,
                                 input_noise=config.input_noise, seed=config.seed, n_points=config.n_points,
-                                n_points_t=config.n_points_t, n_corr_points=config.n_corr_points)
+                                n_points_t=config.n_points_t, n_corr_points=config.n_corr_points,
+                                near_surface=config.near_surface)
     val_set = evaluation_dataset(config) if config.val_split is not None else None
+    run_dir = _resolve(config.out_dir)
     with torch.random.fork_rng(devices=[]):  # the initialisation depends on the seed alone
         torch.manual_seed(config.seed)
         model = OccupancyFlow(model_cfg)
-    trainable = OFlowTrainable(model, corr=config.loss_corr, vae_beta=config.vae_beta, w_recon=config.w_recon,
-                               w_corr=config.w_corr)
+    if config.init_from and not (resume and latest_checkpoint(run_dir)):  # a resumed run has its own weights
+        _warm_start(model, config.init_from)
+    trainable = OFlowTrainable(model, stage=config.stage, corr=config.loss_corr, corr_times=config.corr_times,
+                               vae_beta=config.vae_beta, w_recon=config.w_recon, w_corr=config.w_corr,
+                               w_velocity=config.w_velocity)
     optimizer = torch.optim.Adam(trainable.parameters(), lr=config.lr)
-    val_fn = None
+    val_fn, trainer_ref = None, []
     if val_set is not None:
         windows = _spread(len(val_set), config.val_max_windows)
-        val_fn = lambda m: validation_metrics(m.oflow, val_set, windows, threshold=config.iou_threshold)
-    run_dir = _resolve(config.out_dir)
+
+        def val_fn(m):
+            final = bool(trainer_ref) and trainer_ref[0].step >= config.max_steps
+            return validation_metrics(m.oflow, val_set, windows, threshold=config.iou_threshold,
+                                      frames="all" if final else config.val_frames)
     tcfg = TrainerConfig(max_steps=config.max_steps, batch_size=min(config.batch_size, len(train_set)),
                          log_every=config.log_every, val_every=config.val_every, ckpt_every=config.ckpt_every,
                          seed=config.seed, device=config.device, amp=config.amp, grad_clip=config.grad_clip,
@@ -310,20 +353,26 @@ def train(config: OFlowTrainConfig, *, callbacks: Sequence[Callback] = (), resum
     trainer = Trainer(trainable, optimizer, oflow_step, config=tcfg, data=train_set, val_fn=val_fn,
                       meta=_meta(config, model_cfg, train_set), callbacks=callbacks,
                       scheduler=step_schedule(optimizer, config.lr_milestones, config.lr_gamma))
+    trainer_ref.append(trainer)
     history = trainer.fit(resume=resume, max_steps=stop_at)
     return TrainResult(model, history, run_dir, latest_checkpoint(run_dir), config)
 
 
 @torch.no_grad()
 def validation_metrics(model: OccupancyFlow, dataset: SequenceDataset, windows: Sequence[int], *,
-                       threshold: float = IOU_THRESHOLD, corr_points: int = 1000) -> dict[str, float]:
+                       threshold: float = IOU_THRESHOLD, corr_points: int = 1000, frames: str = "all") -> dict[str, float]:
     """The original's validation on evaluation windows of ``dataset``.
 
+    Args:
+        frames: "all" (the original), or "t0": only the IoU of frame 0, by decoding (no ODE; cheap enough to
+            score many windows and points often).
     Returns:
         ``iou`` (mean over windows and frames), ``iou_t0`` / ``iou_t1`` (first / last frame) and
         ``corr_l2`` (mean distance of up to ``corr_points`` ground-truth frame-0 surface points carried
-        forward by the flow to their true later positions, frames 1..L-1).
+        forward by the flow to their true later positions, frames 1..L-1); only ``iou_t0`` for "t0".
     """
+    if frames == "t0":
+        return {"iou_t0": float(np.nanmean([_t0_iou(model, dataset[i], threshold) for i in windows]))}
     ious, corr = [], []
     for i in windows:
         item = dataset[i]
@@ -532,6 +581,26 @@ def _meta(config: OFlowTrainConfig, model_cfg: OFlowConfig, dataset: SequenceDat
         },
         "iou_threshold": config.iou_threshold,
     }
+
+
+def _t0_iou(model: OccupancyFlow, item: dict, threshold: float) -> float:
+    from toolkit.metrics import occupancy_iou
+
+    device = next(model.parameters()).device
+    codes = window_codes(model, item["inputs"])
+    logits = model.decode(codes, item["points"][0][None].to(device))[0]
+    return float(occupancy_iou((torch.sigmoid(logits) > threshold).cpu().numpy(),
+                               item["points.occ"][0].numpy() >= 0.5))
+
+
+def _warm_start(model: OccupancyFlow, source: str | os.PathLike) -> None:
+    """Copy every weight of checkpoint ``source`` (same model config) into ``model``."""
+    loaded = load_oflow(_resolve(source))
+    mine, theirs = model.config.to_dict(), loaded.model.config.to_dict()
+    diff = [f"{k}: run {mine[k]!r} vs checkpoint {theirs.get(k)!r}" for k in mine if k != "ode" and mine[k] != theirs.get(k)]
+    if diff:
+        raise DataError(source, "init_from: model config differs from this run's: " + ", ".join(diff))
+    model.load_state_dict(loaded.model.state_dict())
 
 
 def _split_arg(root: Path, split: str | list | None) -> str | list[str] | None:
