@@ -27,9 +27,11 @@ from toolkit.oflow.model import (
 )
 from toolkit.oflow.occupancy import write_occupancy_from_scan
 from toolkit.oflow.ode import ODE_PRESETS, ODEOptions, SolveStats, transport, transport_forward
+from toolkit.oflow.pretrained import AUTHORS_MODELS, load_authors_model
 from toolkit.oflow.train import OFlowTrainConfig, load_oflow, load_pretrained
 
 __all__ = [
+    "AUTHORS_MODELS",
     "ODE_PRESETS",
     "PRESETS",
     "Codes",
@@ -49,6 +51,7 @@ __all__ = [
     "infer_config",
     "interpolate_motion",
     "interpolate_shape",
+    "load_authors_model",
     "load_checkpoint",
     "load_mesh_sequence",
     "load_oflow",

@@ -467,21 +467,33 @@ def shipped_checkpoint(kind: str = "completion") -> Path:
     return DATA_DIR / f"oflow_{kind}.pt"
 
 
-def load_pretrained(kind: str = "completion", *, quick: bool = False, work_dir: str | os.PathLike | None = None,
-                    progress: bool = True) -> LoadedOFlow:
-    """The model later notebooks use: the shipped checkpoint, or a quick one trained on the spot.
+def load_pretrained(kind: str = "completion", *, source: str | None = None, quick: bool = False,
+                    work_dir: str | os.PathLike | None = None, progress: bool = True) -> LoadedOFlow:
+    """The model later notebooks use: a shipped checkpoint, the authors' model, or a quick one trained on the spot.
 
     Args:
-        kind: "completion" (point-cloud completion with correspondence loss) or "generative" (the VAE).
-        quick: skip the shipped checkpoint and use the quick model.
+        kind: with ``source="shipped"``, "completion" (point-cloud completion with correspondence loss) or
+            "generative" (the VAE); with ``source="authors"``, a key of
+            :data:`toolkit.oflow.pretrained.AUTHORS_MODELS` ("pointcloud_w_correspond", "pointcloud",
+            "interpolation", "generative", "shape_matching").
+        source: "shipped" (``data/oflow_<kind>.pt``) or "authors" (the original's pretrained checkpoint,
+            downloaded once into the torch hub cache); default: "authors" for names only the authors have.
+        quick: shipped only: skip the shipped checkpoint and use the quick model.
         work_dir: where the quick data and run go (default ``data/generated``); an earlier quick run
             there that reached its last step is reused.
     Returns:
         LoadedOFlow (eval mode). The quick model is tiny and trained for seconds on tiny synthetic
         bodies: its numbers mean nothing; it only lets a notebook run alone.
     """
+    from toolkit.oflow.pretrained import AUTHORS_MODELS, load_authors_model
     from toolkit.paths import GENERATED_DIR
 
+    if source is None:
+        source = "authors" if kind in AUTHORS_MODELS and kind not in PRETRAINED_KINDS else "shipped"
+    if source == "authors":
+        return load_authors_model(kind, progress=progress)
+    if source != "shipped":
+        raise ValueError(f"unknown source {source!r}; valid: ['shipped', 'authors']")
     _check_kind(kind)
     path = shipped_checkpoint(kind)
     if path.exists() and not quick:
