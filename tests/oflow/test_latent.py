@@ -144,10 +144,10 @@ def test_synthetic_transfer_case_is_the_target_identity_doing_the_source_motion(
     root = write_body_dataset(tmp_path / "bodies", sequences=2, frames=5, n_points=64, n_pcl=64, mesh_resolution=24,
                               progress=False)
     seqs = sorted(p.parent for p in root.glob("*/*/body.json"))
-    same = L.synthetic_transfer_case(seqs[0], seqs[0], length=5, n_points=200, mesh_resolution=32)
+    same = L.synthetic_transfer_case(seqs[0], seqs[0], length=5, n_points=200, mesh_resolution=64)
     # transferring a sequence's motion onto its own identity: the answer is the source itself
     np.testing.assert_allclose(same.points, same.source_points, atol=1e-6)
-    other = L.synthetic_transfer_case(seqs[0], seqs[1], length=5, n_points=200, mesh_resolution=32)
+    other = L.synthetic_transfer_case(seqs[0], seqs[1], length=5, n_points=200, mesh_resolution=64)
     assert other.points.shape == (5, 200, 3) and other.parts.shape == (200,)
     assert np.abs(other.points[0] - same.points[0]).max() > 1e-3  # a different body
     # frame-0 normalisation: the body spans at most [-0.5, 0.5] and its points lie on the t=0 mesh

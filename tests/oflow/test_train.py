@@ -172,5 +172,7 @@ def test_load_pretrained_falls_back_to_a_quick_model_and_reuses_it(tmp_path, mon
     again = oflow_train.load_pretrained("generative", work_dir=tmp_path, progress=False)
     assert calls == [] and again.meta["step"] == 40  # the finished quick run is reused
     torch.testing.assert_close(again.model.state_dict(), first.model.state_dict())
-    with pytest.raises(ValueError, match="valid"):
-        oflow_train.load_pretrained("interpolation")
+    with pytest.raises(ValueError, match="unknown pretrained kind 'interpolation'; valid"):
+        oflow_train.load_pretrained("interpolation", source="shipped")
+    with pytest.raises(ValueError, match=r"unknown pretrained model 'nope'; valid: shipped .* authors'"):
+        oflow_train.load_pretrained("nope")

@@ -159,15 +159,25 @@ def test_bbox_is_the_surface_bbox(motion, frame):
 # Motions and identities
 # ---------------------------------------------------------------------------------------------------------
 
-def test_at_least_six_distinct_smooth_motions():
-    assert len(MOTIONS) >= 6
+DFAUST_MOTIONS = {"chicken_wings", "hips", "jiggle_on_toes", "jumping_jacks", "knees", "light_hopping_loose",
+                  "light_hopping_stiff", "one_leg_jump", "one_leg_loose", "punching", "running_on_spot",
+                  "shake_arms", "shake_hips", "shake_shoulders"}
+
+
+def test_motions_are_dfausts_and_the_held_out_one_is_among_them():
+    assert set(MOTIONS) == DFAUST_MOTIONS
+    assert HELD_OUT_MOTION in MOTIONS and HELD_OUT_MOTION != "light_hopping_loose"  # the real demo's motion
+    assert all(10.0 <= m.period <= 60.0 for m in MOTIONS.values())  # frames at 60 fps: 1-6 Hz
+
+
+def test_motions_are_smooth_and_distinct():
     ident = Identity()
     trajectories = {}
     for name in MOTIONS:
         body = Body(ident, name, frames=9, period=16.0)
         traj = np.stack([body.pose(f).translations for f in np.linspace(0, 8, 33)])  # (T, P, 3)
         step = np.linalg.norm(np.diff(traj, axis=0), axis=-1).max()
-        assert np.ptp(traj, axis=0).max() > 0.1, f"{name} barely moves"
+        assert np.ptp(traj, axis=0).max() > 0.05, f"{name} barely moves"
         assert step < 0.08, f"{name} jumps {step:.3f} m between quarter frames"
         trajectories[name] = traj
     names = list(trajectories)
@@ -248,7 +258,8 @@ def test_dataset_validates_and_has_the_documented_splits(dataset):
     motion = lambda name: name.split("_", 1)[1]
     train_ids, train_motions = {ident(n) for n in splits["train"]}, {motion(n) for n in splits["train"]}
     held_out_ids = {ident(n) for n in splits["test_new_individual"]}
-    assert not held_out_ids & {ident(n) for s in ("train", "val", "test", "test_new_motion") for n in splits[s]}
+    others = ("train", "val", "test", "test_new_motion")
+    assert not held_out_ids & {ident(n) for s in others for n in splits[s]}
     assert {motion(n) for n in splits["test_new_motion"]} == {HELD_OUT_MOTION}
     assert HELD_OUT_MOTION not in {motion(n) for s in ("train", "val", "test", "test_new_individual")
                                    for n in splits[s]}
@@ -303,6 +314,11 @@ def test_load_body_round_trip_and_errors(dataset, tmp_path):
         load_body(tmp_path)
     (tmp_path / "body.json").write_text("[1, 2]")
     with pytest.raises(DataError, match="expected a JSON object"):
+        load_body(tmp_path)
+    # a description written by the first generator (no version) would rebuild a different body
+    old = {k: v for k, v in info.items() if k != "body_model"}
+    (tmp_path / "body.json").write_text(json.dumps(old))
+    with pytest.raises(DataError, match="body generator version 1, this is version 2"):
         load_body(tmp_path)
 
 

@@ -489,7 +489,10 @@ def load_pretrained(kind: str = "completion", *, source: str | None = None, quic
     from toolkit.paths import GENERATED_DIR
 
     if source is None:
-        source = "authors" if kind in AUTHORS_MODELS and kind not in PRETRAINED_KINDS else "shipped"
+        if kind not in PRETRAINED_KINDS and kind not in AUTHORS_MODELS:
+            raise ValueError(f"unknown pretrained model {kind!r}; valid: shipped {sorted(PRETRAINED_KINDS)}, "
+                             f"authors' {sorted(AUTHORS_MODELS)}")
+        source = "authors" if kind not in PRETRAINED_KINDS else "shipped"
     if source == "authors":
         return load_authors_model(kind, progress=progress)
     if source != "shipped":

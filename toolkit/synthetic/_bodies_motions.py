@@ -25,7 +25,8 @@ from dataclasses import dataclass
 
 DOFS = (
     "root_x", "root_y", "root_z", "root_roll", "root_pitch", "root_yaw", "support",
-    "spine_flex", "spine_bend", "spine_twist", "chest_twist", "chest_roll", "neck_flex", "head_flex", "head_turn",
+    "spine_flex", "spine_bend", "spine_twist", "chest_twist", "chest_roll",
+    "neck_flex", "head_flex", "head_turn",
     "shoulder_l_abd", "shoulder_l_flex", "shoulder_l_twist", "elbow_l", "wrist_l",
     "shoulder_r_abd", "shoulder_r_flex", "shoulder_r_twist", "elbow_r", "wrist_r",
     "hip_l_abd", "hip_l_flex", "hip_l_twist", "knee_l", "ankle_l",
@@ -34,7 +35,7 @@ DOFS = (
 """Degrees of freedom; angles in degrees, root_x/y/z in units of the body height (root_y: jump height),
 ``support`` in [-1, 1]."""
 
-STAND = {"shoulder_l_abd": 20.0, "shoulder_r_abd": 20.0, "shoulder_l_flex": 4.0, "shoulder_r_flex": 4.0,
+STAND = {"shoulder_l_abd": 22.0, "shoulder_r_abd": 22.0, "shoulder_l_flex": 4.0, "shoulder_r_flex": 4.0,
          "elbow_l": 14.0, "elbow_r": 14.0, "hip_l_abd": 4.0, "hip_r_abd": 4.0, "hip_l_twist": 6.0,
          "hip_r_twist": 6.0, "knee_l": 2.0, "knee_r": 2.0}
 """D-FAUST's rest posture: arms hanging a little away from the torso (the body adds the clearance its
@@ -113,7 +114,7 @@ def _give(out: dict[str, float], side: str, bend: float) -> dict[str, float]:
 
 
 def _alternate(ph: float) -> float:
-    """Smooth sign of sin(ph) (the left leg is up while it is +1, so ``support`` is its negative)."""
+    """A smooth sign of sin(ph), in (-1, 1): which foot carries the body in alternating motions."""
     s = math.sin(ph)
     return s / math.sqrt(s * s + 0.04)
 
@@ -130,10 +131,10 @@ def _chicken_wings(ph: float, a: float) -> dict[str, float]:
 
 def _hips(ph: float, a: float) -> dict[str, float]:
     s, c = math.sin(ph), math.cos(ph)
-    # the pelvis circles over the planted feet; the chest stays above them
-    # the weight goes to the leg the hips move over; the other knee gives
-    out = _stand(support=_alternate(ph), spine_bend=-9.0 * a * s, spine_flex=6.0 * a * c, knee_l=8.0, knee_r=8.0,
-                 hip_l_flex=4.0, hip_r_flex=4.0)
+    # the pelvis circles over the planted feet and the chest stays above them; the weight goes to the leg
+    # the hips move over, the other knee gives
+    out = _stand(support=_alternate(ph), spine_bend=-9.0 * a * s, spine_flex=6.0 * a * c, knee_l=8.0,
+                 knee_r=8.0, hip_l_flex=4.0, hip_r_flex=4.0)
     out = _sides(out, shoulder_abd=22.0, elbow=22.0, shoulder_flex=6.0)
     out = _give(_give(out, "l", 8.0 * a * _pos(-s)), "r", 8.0 * a * _pos(s))
     return _legs_lean(_tilt_pelvis(out, 6.0 * a * s, -5.0 * a * c), 3.5 * a * s, 3.0 * a * c)
@@ -144,7 +145,7 @@ def _jiggle_on_toes(ph: float, a: float) -> dict[str, float]:
     # heels up with the knees straight, down with the knees bent: bouncing on the balls of the feet
     out = _stand(spine_flex=3.0 * (1.0 - rise))
     return _sides(out, ankle=-(6.0 + 18.0 * a * rise), knee=3.0 + 14.0 * a * (1.0 - rise),
-                  hip_flex=1.0 + 6.0 * a * (1.0 - rise), shoulder_abd=14.0 + 4.0 * a * math.sin(ph - 1.5),
+                  hip_flex=1.0 + 6.0 * a * (1.0 - rise), shoulder_abd=20.0 + 4.0 * a * math.sin(ph - 1.5),
                   elbow=16.0 + 10.0 * a * _up(ph - 1.8))
 
 
@@ -158,11 +159,13 @@ def _jumping_jacks(ph: float, a: float) -> dict[str, float]:
 
 def _knees(ph: float, a: float) -> dict[str, float]:
     left, right = _pos(math.sin(ph)), _pos(-math.sin(ph))
+    # the right foot carries the body while the left knee is up, and the other way round
     out = _stand(support=-_alternate(ph), spine_flex=4.0 * (left + right))
     out.update(hip_l_flex=75.0 * a * left, knee_l=2.0 + 88.0 * a * left, ankle_l=12.0 * left,
                hip_r_flex=75.0 * a * right, knee_r=2.0 + 88.0 * a * right, ankle_r=12.0 * right)
     # arms swing against the legs
-    out.update(shoulder_l_flex=4.0 + 25.0 * a * (right - left), shoulder_r_flex=4.0 + 25.0 * a * (left - right),
+    out.update(shoulder_l_flex=4.0 + 25.0 * a * (right - left),
+               shoulder_r_flex=4.0 + 25.0 * a * (left - right),
                elbow_l=35.0, elbow_r=35.0, shoulder_l_abd=18.0, shoulder_r_abd=18.0)
     return out
 
@@ -182,7 +185,7 @@ def _light_hopping_loose(ph: float, a: float) -> dict[str, float]:
     out = _stand(root_y=jump, spine_flex=6.0 * land)
     # loose arms lag behind the body and flop
     return _sides(out, knee=4.0 + bend, hip_flex=2.0 + 0.7 * bend, ankle=ankle,
-                  shoulder_abd=18.0 + 8.0 * a * math.sin(ph - 1.3), elbow=18.0 + 16.0 * a * _up(ph - 2.0),
+                  shoulder_abd=22.0 + 7.0 * a * math.sin(ph - 1.3), elbow=18.0 + 16.0 * a * _up(ph - 2.0),
                   shoulder_flex=4.0 + 8.0 * a * math.sin(ph - 1.6), wrist=12.0 * math.sin(ph - 2.2))
 
 
@@ -190,7 +193,7 @@ def _light_hopping_stiff(ph: float, a: float) -> dict[str, float]:
     jump, bend, ankle, _ = _hop(ph, a, height=0.028, crouch=12.0)
     # body and arms held straight: the hop comes from the ankles
     out = _stand(root_y=jump)
-    return _sides(out, knee=2.0 + bend, hip_flex=1.0 + 0.5 * bend, ankle=1.2 * ankle, shoulder_abd=14.0,
+    return _sides(out, knee=2.0 + bend, hip_flex=1.0 + 0.5 * bend, ankle=1.2 * ankle, shoulder_abd=21.0,
                   elbow=6.0, shoulder_flex=2.0)
 
 
@@ -265,24 +268,31 @@ def _shake_shoulders(ph: float, a: float) -> dict[str, float]:
     bounce = 4.0 * a * _up(2.0 * ph)
     out = _stand(chest_twist=11.0 * a * s, chest_roll=4.0 * a * math.cos(ph), spine_twist=-3.0 * a * s,
                  knee_l=6.0 + bounce, knee_r=6.0 + bounce, hip_l_flex=0.5 * bounce, hip_r_flex=0.5 * bounce)
-    out.update(shoulder_l_flex=8.0 + 10.0 * a * math.sin(ph - 0.8), shoulder_r_flex=8.0 - 10.0 * a * math.sin(ph - 0.8),
+    lag = math.sin(ph - 0.8)
+    out.update(shoulder_l_flex=8.0 + 10.0 * a * lag, shoulder_r_flex=8.0 - 10.0 * a * lag,
                elbow_l=30.0 + 8.0 * a * math.sin(ph - 1.5), elbow_r=30.0 - 8.0 * a * math.sin(ph - 1.5),
                shoulder_l_abd=18.0, shoulder_r_abd=18.0)
     return out
 
 
 MOTIONS: dict[str, Motion] = {m.name: m for m in (
-    Motion("chicken_wings", _chicken_wings, 26.0, description="hands at the chest, bent arms flapping at the sides"),
+    Motion("chicken_wings", _chicken_wings, 26.0,
+           description="hands at the chest, bent arms flapping at the sides"),
     Motion("hips", _hips, 56.0, description="hip circles over planted feet"),
     Motion("jiggle_on_toes", _jiggle_on_toes, 22.0, description="rising on the toes and bouncing"),
-    Motion("jumping_jacks", _jumping_jacks, 44.0, description="arms up over the head and legs apart, small jumps"),
+    Motion("jumping_jacks", _jumping_jacks, 44.0,
+           description="arms up over the head and legs apart, small jumps"),
     Motion("knees", _knees, 50.0, description="alternating knee raises towards the chest, arms swinging"),
-    Motion("light_hopping_loose", _light_hopping_loose, 30.0, description="small two-footed hops, loose arms"),
-    Motion("light_hopping_stiff", _light_hopping_stiff, 28.0, description="small hops from the ankles, body stiff"),
-    Motion("one_leg_jump", _one_leg_jump, 32.0, description="hopping on the left leg, right shin lifted back"),
+    Motion("light_hopping_loose", _light_hopping_loose, 32.0,
+           description="small two-footed hops, loose arms"),
+    Motion("light_hopping_stiff", _light_hopping_stiff, 28.0,
+           description="small hops from the ankles, body stiff"),
+    Motion("one_leg_jump", _one_leg_jump, 32.0,
+           description="hopping on the left leg, right shin lifted back"),
     Motion("one_leg_loose", _one_leg_loose, 20.0, description="standing on the left leg, shaking the right"),
     Motion("punching", _punching, 34.0, description="alternating forward punches from the guard"),
-    Motion("running_on_spot", _running_on_spot, 40.0, description="running in place, heels up, arms swinging"),
+    Motion("running_on_spot", _running_on_spot, 40.0,
+           description="running in place, heels up, arms swinging"),
     Motion("shake_arms", _shake_arms, 16.0, description="both arms shaken loosely"),
     Motion("shake_hips", _shake_hips, 20.0, description="quick side-to-side hip shake"),
     Motion("shake_shoulders", _shake_shoulders, 18.0, description="shoulder shimmy, loose arms following"),

@@ -1,9 +1,9 @@
 """Procedural moving bodies with exact 4D ground truth, written in the D-FAUST / Occupancy Flow layout.
 
-A body is 18 smooth solids (pelvis, belly, torso, chest, neck, head, upper/lower arms, hands, upper/lower
-legs, feet): ellipsoids and round cones (convex hulls of two spheres), each rigid in its part's frame,
-posed by a kinematic tree. The parts are joined into one closed surface by an n-ary quadratic smooth minimum of
-their signed distances,
+A body is 18 smooth solids (pelvis, belly, torso, chest, neck, head, upper/lower arms, hands,
+upper/lower legs, feet): ellipsoids and round cones (convex hulls of two spheres), each rigid in its
+part's frame, posed by a kinematic tree. The parts are joined into one closed surface by an n-ary
+quadratic smooth minimum of their signed distances,
 
     F = m - k/2 * S / (1 + S),   S = sum_j h_j^2 - 1,   m = min_j d_j,   h_j = max(k - (d_j - m), 0) / k,
 
@@ -13,13 +13,14 @@ parts can be skipped exactly). ``F < 0`` is the body: occupancy is exact at any 
 any (fractional) frame. Motions (see ``MOTIONS``: D-FAUST's 14 motion names, with their typical periods
 at 60 fps) are smooth periodic functions of joint angles and root translation, performed from
 D-FAUST's standing rest pose (arms hanging a little away from the torso, feet apart and turned out).
+The foot that carries the body keeps its place on the ground; hops lift both.
 
 Identities are D-FAUST-like (``random_identity``): adult proportions (joint heights, segment lengths,
 hand and foot sizes as fractions of the height), heights 1.5-1.95 m and builds from thin to heavy. The
 build moves limb girth, torso depth, belly and hip width together (with some independent spread), so
-inside volumes run from about 0.06 to 0.2 m^3, about 1.2-2.3 % of the [-0.55, 0.55]^3 evaluation box
-of a standing frame (real D-FAUST subjects: 0.09-0.16 m^3, 1.8-2.1 %). The arms of heavy bodies hang
-further out, just clear of the belly, as people's do.
+inside volumes run from about 0.06 to 0.18 m^3, about 1.0-2.1 % (1.6 % on average) of the
+[-0.55, 0.55]^3 evaluation box of a standing frame (real D-FAUST subjects: 0.09-0.16 m^3, 1.8-2.1 %).
+The arms of heavy bodies hang further out, just clear of the belly, as people's do.
 
 Time is measured in frames (floats allowed). A sequence of F frames spans ``t = frame / (F - 1)`` in
 [0, 1], the Occupancy Flow time of a 17-frame window.
@@ -103,7 +104,7 @@ SURFACE_TOL = 1e-7
 """|F| (metres) that projected surface points must reach."""
 MAX_PROJECTION = 0.03
 """Largest projection of a skinned point onto the surface, in body heights; beyond it the point is dropped."""
-ARM_MARGIN = 0.006
+ARM_MARGIN = 0.008
 """Gap (body heights) kept between the hanging arms and the trunk in the standing pose."""
 _FULL = {"n_points": 100_000, "n_pcl": 100_000, "mesh_resolution": 128}
 _QUICK = {"n_points": 20_000, "n_pcl": 20_000, "mesh_resolution": 96}
@@ -155,7 +156,7 @@ def random_identity(rng: np.random.Generator, id: int = 10000) -> Identity:
 
     One build value b, uniform in [0, 1] (thin to heavy), moves girth, torso depth, belly and hip width
     together; each also gets its own small spread, so builds are not one-dimensional. Inside volumes
-    (see the module docstring) run from about 0.06 m^3 (short and thin) to 0.2 m^3 (tall and heavy).
+    (see the module docstring) run from about 0.06 m^3 (short and thin) to 0.18 m^3 (tall and heavy).
 
     Args:
         rng: the generator (same state, same identity).
@@ -239,7 +240,7 @@ class Body:
         self._batches = [(np.array(ids), batch_consts([self._prims[i] for i in ids])) for ids in kinds if ids]
         self._poses: dict[float, PartPose] = {}
         self._bboxes: dict[float, tuple[np.ndarray, np.ndarray]] = {}
-        self._arm_out = 0.0
+        self._arm_out = 0.0  # extra shoulder abduction of every pose (set once, from the standing pose)
         self._arm_out = self._arm_clearance()
         self._rest = self._forward(REST_POSE, ground=False)
         # standing-pose ankle positions: the supporting foot stays there (see ``Motion.planted``)
@@ -424,20 +425,18 @@ class Body:
         local, radius = np.stack([x for _, x in axis]), np.array(radius)
 
         def gap(extra: float) -> float:
-            self._arm_out = extra
-            pose = self._forward(STAND, ground=False)
+            pose = self._forward({**STAND, "shoulder_l_abd": STAND["shoulder_l_abd"] + extra}, ground=False)
             world = _apply(pose, part, local)
             d = np.min([self._eval_part(i, world, pose, False)[0] for i in trunk], axis=0)
             return float((d - radius).min()) - margin * H
 
+        if gap(0.0) >= 0.0:
+            return 0.0
         lo, hi = 0.0, 45.0
-        if gap(lo) < 0.0:
-            for _ in range(20):  # bisection to about 0.05 degrees
-                mid = 0.5 * (lo + hi)
-                lo, hi = (mid, hi) if gap(mid) < 0.0 else (lo, mid)
-            lo = hi
-        self._arm_out = 0.0
-        return lo
+        for _ in range(20):  # bisection to about 0.05 degrees
+            mid = 0.5 * (lo + hi)
+            lo, hi = (mid, hi) if gap(mid) < 0.0 else (lo, mid)
+        return hi
 
     def _forward(self, angles: dict[str, float], *, ground: bool) -> PartPose:
         a = dict.fromkeys(DOFS, 0.0)
@@ -939,10 +938,11 @@ def write_body_dataset(out: str | os.PathLike, *, sequences: int = 12, frames: i
     metres); plus ``body.json`` (rebuild the field with ``load_body``). In ``<out>/<category>/``:
     ``train.lst``, ``val.lst``, ``test.lst`` (seen identities, unseen identity/motion pairs),
     ``test_new_individual.lst`` (the held-out identity, the last one), ``test_new_motion.lst`` (seen
-    identities doing ``HELD_OUT_MOTION``) and ``bodies.json`` (seed, splits, held-out identity and motion,
-    every sequence's body). Everything is determined by ``seed``. Writing into an existing dataset
-    replaces the sequences written (frames beyond the new count are deleted); other sequence folders
-    there are left alone, so remove the folder first to start clean.
+    identities doing ``HELD_OUT_MOTION``) and ``bodies.json`` (generator version, seed, splits, held-out
+    identity and motion, every sequence's body). Everything is determined by ``seed``. Writing into an
+    existing dataset replaces the sequences written (frames beyond the new count are deleted); other
+    sequence folders there are left alone, so remove the folder first to start clean. Each sequence
+    draws its period (the motion's typical period times 0.85-1.2), phase and amplitude (0.8-1.15).
 
     Args:
         out: dataset root.
@@ -1008,15 +1008,17 @@ def write_body_dataset(out: str | os.PathLike, *, sequences: int = 12, frames: i
             bar.update(1)
         _remove_stale_frames(seq, body.frames)
         # pcl_seed and n_pcl rebuild pcl_seq exactly: body.surface_points(n_pcl, pcl_seed)
-        info = {"name": p.name, "split": p.split, **body.to_dict(), "n_pcl": n_pcl, "pcl_seed": pcl_seed}
+        info = {"name": p.name, "split": p.split, "body_model": BODY_MODEL, **body.to_dict(), "n_pcl": n_pcl,
+                "pcl_seed": pcl_seed}
         atomic_save_text(seq / BODY_FILE, json.dumps(info, indent=2))
     bar.close()
     splits = {s: [p.name for p in plan if p.split == s] for s in SPLITS}
     for s, names in splits.items():
         write_split(root, s, names)
     held_ids = sorted({identities[p.identity].id for p in plan if p.split == "test_new_individual"})
-    meta = {"seed": int(seed), "frames": [lo_f, hi_f], "n_points": n_points, "n_pcl": n_pcl,
-            "mesh_resolution": mesh_resolution, "held_out_identities": held_ids, "held_out_motion": HELD_OUT_MOTION,
+    meta = {"body_model": BODY_MODEL, "seed": int(seed), "frames": [lo_f, hi_f], "n_points": n_points,
+            "n_pcl": n_pcl, "mesh_resolution": mesh_resolution, "held_out_identities": held_ids,
+            "held_out_motion": HELD_OUT_MOTION,
             "motions": {m.name: m.description for m in MOTIONS.values()},
             "splits": splits, "sequences": {name: b.to_dict() for name, b in bodies.items()}}
     atomic_save_text(root / "bodies.json", json.dumps(meta, indent=2))
@@ -1024,6 +1026,10 @@ def write_body_dataset(out: str | os.PathLike, *, sequences: int = 12, frames: i
 
 
 BODY_FILE = "body.json"
+BODY_MODEL = 2
+"""Version of the body generator written into ``body.json``: the same description (identity, motion,
+period, ...) gives another body under another version, so ``load_body`` refuses other versions. 1: the
+first bodies (8 motions, slim builds); 2: D-FAUST-like bodies and D-FAUST's 14 motions."""
 
 
 def _remove_stale_frames(seq: Path, frames: int) -> None:
@@ -1038,9 +1044,14 @@ def load_body(sequence_dir: str | os.PathLike) -> Body:
     """Rebuild the exact body of a sequence written by ``write_body_dataset`` from its ``body.json``.
 
     Raises:
-        DataError: the file is missing, unreadable, or lacks a key.
+        DataError: the file is missing, unreadable, lacks a key, or was written by another version of the
+            generator (see ``BODY_MODEL``; write the dataset again).
     """
     path, d = _read_body_json(sequence_dir)
+    version = d.get("body_model", 1)
+    if version != BODY_MODEL:
+        raise DataError(path, f"written by body generator version {version}, this is version {BODY_MODEL}: "
+                              "the same description gives another body now; write the dataset again")
     try:
         return Body.from_dict(d)
     except (ValueError, KeyError, TypeError) as exc:
@@ -1129,7 +1140,8 @@ def _skeleton(ident: Identity) -> tuple[np.ndarray, list[Primitive], np.ndarray]
     # the ankle to the toes, pointing forward
     arm = [RoundCone((0.0, 0.0, 0.0), down(ua), r_sh, r_el), RoundCone((0.0, 0.0, 0.0), down(fa), r_el, r_wr),
            Ellipsoid((0.0, -0.48 * hand, 0.004 * H), (0.011 * H * th ** 0.5, 0.51 * hand, 0.024 * H))]
-    legs = [RoundCone((0.0, 0.0, 0.0), down(thigh), r_hip, r_knee), RoundCone((0.0, 0.0, 0.0), down(shin), r_knee, r_ankle),
+    legs = [RoundCone((0.0, 0.0, 0.0), down(thigh), r_hip, r_knee),
+            RoundCone((0.0, 0.0, 0.0), down(shin), r_knee, r_ankle),
             Ellipsoid((0.0, -0.017 * H, 0.036 * H), (0.027 * H * th ** 0.3, 0.023 * H, 0.074 * H))]
     prims += arm + arm + legs + legs
     off = np.zeros((len(PARTS), 3))
@@ -1172,7 +1184,8 @@ def _joint_rotations(a: dict[str, float]) -> list[np.ndarray]:
          _rz(-a["chest_roll"]) @ _ry(a["chest_twist"]),
          _rx(a["neck_flex"]), _ry(a["head_turn"]) @ _rx(a["head_flex"])]
     for side, s in (("l", 1.0), ("r", -1.0)):
-        R += [_rz(s * a[f"shoulder_{side}_abd"]) @ _rx(-a[f"shoulder_{side}_flex"]) @ _ry(s * a[f"shoulder_{side}_twist"]),
+        R += [_rz(s * a[f"shoulder_{side}_abd"]) @ _rx(-a[f"shoulder_{side}_flex"])
+              @ _ry(s * a[f"shoulder_{side}_twist"]),
               _rx(-a[f"elbow_{side}"]), _rx(-a[f"wrist_{side}"])]
     for side, s in (("l", 1.0), ("r", -1.0)):
         # the ankle keeps the foot level unless the motion tilts it (its own angle adds to that)
