@@ -336,3 +336,23 @@ def test_dataset_is_deterministic_by_seed(dataset, tmp_path):
     assert ids_a != ids_c
     meta = json.loads((a / "synthetic" / "bodies.json").read_text())
     assert meta["seed"] == small["seed"] and sorted(meta["sequences"]) == sorted(p.name for p in plan_a)
+
+
+def test_near_surface_points_carry_the_exact_inside_labels(tmp_path):
+    from toolkit.oflow.data import NEAR_DIR, read_pcl_frame, read_points_frame
+    from toolkit.synthetic.bodies import load_body, write_body_dataset
+
+    root = write_body_dataset(tmp_path / "b", sequences=1, frames=3, n_points=200, n_pcl=2000, n_near=3000,
+                              mesh_resolution=24, progress=False)
+    seq = next(p.parent for p in root.glob("*/*/body.json"))
+    body = load_body(seq)
+    near = read_points_frame(seq / NEAR_DIR / "00000002.npz")
+    world = near.loc.astype(np.float64) + float(near.scale) * near.points.astype(np.float64)
+    np.testing.assert_array_equal(near.occupancies, body.occupancy(world, 2))
+    # around the surface at two scales: a good share inside, most points close to the surface
+    assert 0.3 < near.occupancies.mean() < 0.7
+    surface = read_pcl_frame(seq / "pcl_seq" / "00000002.npz").points.astype(np.float64)
+    from scipy.spatial import cKDTree
+
+    dist = cKDTree(surface).query(near.points.astype(np.float64))[0]
+    assert np.median(dist) < 0.04 and np.mean(dist < 0.1) > 0.95

@@ -927,15 +927,16 @@ SPLITS = ("train", "val", "test", "test_new_individual", "test_new_motion")
 
 def write_body_dataset(out: str | os.PathLike, *, sequences: int = 12, frames: int | tuple[int, int] = 17,
                        seed: int = 0, n_points: int | None = None, n_pcl: int | None = None,
-                       mesh_resolution: int | None = None, quick: bool = False, category: str = "synthetic",
-                       progress: bool = True) -> Path:
+                       n_near: int | None = None, mesh_resolution: int | None = None, quick: bool = False,
+                       category: str = "synthetic", progress: bool = True) -> Path:
     """Write a D-FAUST-style dataset of procedural moving bodies with exact ground truth.
 
     Layout: ``<out>/<category>/<identity id>_<motion>/`` with, per frame f (``%08d``):
     ``points_seq/f.npz`` (``n_points`` points uniform in [-0.55, 0.55]^3 of the frame's normalised
     coordinates, with exact occupancy of the float16-stored points), ``pcl_seq/f.npz`` (``n_pcl`` surface
-    points, index k the same surface point in every frame) and ``mesh_seq/f.ply`` (marching cubes, world
-    metres); plus ``body.json`` (rebuild the field with ``load_body``). In ``<out>/<category>/``:
+    points, index k the same surface point in every frame), ``points_near_seq/f.npz`` (``n_near`` points
+    around the surface, :func:`toolkit.oflow.data.near_surface_samples`, exact occupancy) and
+    ``mesh_seq/f.ply`` (marching cubes, world metres); plus ``body.json`` (rebuild the field with ``load_body``). In ``<out>/<category>/``:
     ``train.lst``, ``val.lst``, ``test.lst`` (seen identities, unseen identity/motion pairs),
     ``test_new_individual.lst`` (the held-out identity, the last one), ``test_new_motion.lst`` (seen
     identities doing ``HELD_OUT_MOTION``) and ``bodies.json`` (generator version, seed, splits, held-out
@@ -951,6 +952,7 @@ def write_body_dataset(out: str | os.PathLike, *, sequences: int = 12, frames: i
             sequences give several 17-frame windows).
         seed: seed of identities, motion parameters, point draws.
         n_points, n_pcl: points per frame (default 100000 each, 20000 with ``quick``).
+        n_near: near-surface occupancy points per frame (default ``n_points``; 0 writes none).
         mesh_resolution: marching-cubes cells along the largest box side (default 128, 96 with ``quick``).
         quick: small settings for notebooks and tests.
         category: the category folder name.
@@ -962,11 +964,18 @@ def write_body_dataset(out: str | os.PathLike, *, sequences: int = 12, frames: i
     from tqdm.auto import tqdm
 
     from toolkit.geometry.meshing import save_mesh
-    from toolkit.oflow.data import write_pcl_frame, write_points_frame, write_split
+    from toolkit.oflow.data import (
+        NEAR_DIR,
+        near_surface_samples,
+        write_pcl_frame,
+        write_points_frame,
+        write_split,
+    )
 
     defaults = _QUICK if quick else _FULL
     n_points = defaults["n_points"] if n_points is None else int(n_points)
     n_pcl = defaults["n_pcl"] if n_pcl is None else int(n_pcl)
+    n_near = n_points if n_near is None else int(n_near)
     mesh_resolution = defaults["mesh_resolution"] if mesh_resolution is None else int(mesh_resolution)
     if n_points < 1 or n_pcl < 1:
         raise ValueError(f"n_points and n_pcl must be >= 1; got {n_points}, {n_pcl}")
@@ -1002,8 +1011,12 @@ def write_body_dataset(out: str | os.PathLike, *, sequences: int = 12, frames: i
             occ = body.occupancy(norm.loc + norm.scale * pts.astype(np.float64), f)
             name = f"{f:08d}"
             write_points_frame(seq / "points_seq" / f"{name}.npz", pts, occ, norm.loc, norm.scale)
-            write_pcl_frame(seq / "pcl_seq" / f"{name}.npz", (positions[f] - norm.loc) / norm.scale, norm.loc,
-                            norm.scale)
+            surface = (positions[f] - norm.loc) / norm.scale
+            write_pcl_frame(seq / "pcl_seq" / f"{name}.npz", surface, norm.loc, norm.scale)
+            if n_near:
+                near, near_occ = near_surface_samples(surface, body.occupancy_fn(f, loc=norm.loc, scale=norm.scale),
+                                                      n_near, np.random.default_rng([int(seed), 4, k, f]))
+                write_points_frame(seq / NEAR_DIR / f"{name}.npz", near, near_occ, norm.loc, norm.scale)
             save_mesh(seq / "mesh_seq" / f"{name}.ply", body.mesh(f, resolution=mesh_resolution))
             bar.update(1)
         _remove_stale_frames(seq, body.frames)
@@ -1017,7 +1030,7 @@ def write_body_dataset(out: str | os.PathLike, *, sequences: int = 12, frames: i
         write_split(root, s, names)
     held_ids = sorted({identities[p.identity].id for p in plan if p.split == "test_new_individual"})
     meta = {"body_model": BODY_MODEL, "seed": int(seed), "frames": [lo_f, hi_f], "n_points": n_points,
-            "n_pcl": n_pcl, "mesh_resolution": mesh_resolution, "held_out_identities": held_ids,
+            "n_pcl": n_pcl, "n_near": n_near, "mesh_resolution": mesh_resolution, "held_out_identities": held_ids,
             "held_out_motion": HELD_OUT_MOTION,
             "motions": {m.name: m.description for m in MOTIONS.values()},
             "splits": splits, "sequences": {name: b.to_dict() for name, b in bodies.items()}}
@@ -1034,7 +1047,7 @@ first bodies (8 motions, slim builds); 2: D-FAUST-like bodies and D-FAUST's 14 m
 
 def _remove_stale_frames(seq: Path, frames: int) -> None:
     """Delete frame files numbered >= ``frames`` that an earlier, longer run left in this sequence."""
-    for sub, ext in (("points_seq", ".npz"), ("pcl_seq", ".npz"), ("mesh_seq", ".ply")):
+    for sub, ext in (("points_seq", ".npz"), ("pcl_seq", ".npz"), ("points_near_seq", ".npz"), ("mesh_seq", ".ply")):
         for path in (seq / sub).glob(f"*{ext}"):
             if len(path.stem) == 8 and path.stem.isdigit() and int(path.stem) >= frames:
                 path.unlink()
