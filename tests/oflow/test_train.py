@@ -117,13 +117,20 @@ def test_config_errors_name_the_problem(sphere_root, tmp_path):
 
 
 def test_packaged_presets_build_their_models():
-    assert {"quick", "completion", "generative", "representation", "paper"} <= set(packaged_configs("oflow"))
-    sizes = {}
-    for name in ("quick", "completion", "generative", "representation", "paper"):
+    names = ("quick", "completion_shape", "completion_motion", "completion", "completion_single_stage", "generative",
+             "representation", "paper")
+    assert set(names) <= set(packaged_configs("oflow"))
+    sizes, stages = {}, {}
+    for name in names:
         cfg = OFlowTrainConfig(**load_config_dict("oflow", name))
-        sizes[name] = sum(p.numel() for p in OccupancyFlow(cfg.model_config()).parameters())
+        sizes[name], stages[name] = sum(p.numel() for p in OccupancyFlow(cfg.model_config()).parameters()), cfg.stage
         assert cfg.model_config().seq_len == cfg.length
-    assert sizes["quick"] < 20_000 < sizes["completion"] < 1_000_000 < sizes["paper"]
+    assert sizes["quick"] < 20_000 < sizes["completion_single_stage"] < 1_000_000 < sizes["completion"] < sizes["paper"]
+    # the staged recipe: one model through three stages, each starting from the previous one's run
+    assert sizes["completion_shape"] == sizes["completion_motion"] == sizes["completion"]
+    assert [stages[n] for n in ("completion_shape", "completion_motion", "completion")] == ["shape", "motion", "joint"]
+    assert load_config_dict("oflow", "completion")["init_from"] == load_config_dict("oflow", "completion_motion")["out_dir"]
+    assert load_config_dict("oflow", "completion_motion")["init_from"] == load_config_dict("oflow", "completion_shape")["out_dir"]
     paper = OFlowTrainConfig(**load_config_dict("oflow", "paper")).model_config()
     assert paper.ode.method == "dopri5" and paper.ode.adjoint and paper.c_dim == 512  # the original's
 

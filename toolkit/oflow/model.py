@@ -512,6 +512,17 @@ PRESETS: dict[str, OFlowConfig] = {
         vf_hidden=64,
         vf_blocks=3,
     ),
+    # the staged CPU recipe's completion model (1.6M parameters): codes and decoder widened where the
+    # t=0 shape is the cap, the velocity field one block deeper
+    "medium": OFlowConfig(
+        c_dim=128,
+        encoder_hidden=128,
+        decoder="cbatchnorm",
+        decoder_hidden=128,
+        decoder_blocks=5,
+        vf_hidden=128,
+        vf_blocks=4,
+    ),
     # for unit tests (13k parameters)
     "tiny": OFlowConfig(
         c_dim=16,
