@@ -91,13 +91,14 @@ def _eval(args) -> int:
     else:
         from toolkit.oflow.train import evaluate_checkpoint
     if args.system == "sof":
-        if args.split or args.max_windows or args.points:
-            raise SystemExit("eval sof: --split, --max-windows and --points apply to oflow only "
-                             "(SOF scores the held-out views)")
+        if args.split or args.max_windows or args.points or args.field_iou or args.surface_points:
+            raise SystemExit("eval sof: --split, --max-windows, --points, --field-iou and --surface-points apply "
+                             "to oflow only (SOF scores the held-out views)")
         result = evaluate_checkpoint(args.checkpoint, args.data)
     else:
         result = evaluate_checkpoint(args.checkpoint, args.data, split=args.split or "test",
-                                     max_windows=args.max_windows, n_eval_points=args.points)
+                                     max_windows=args.max_windows, n_eval_points=args.points,
+                                     field_iou=args.field_iou, n_surface_points=args.surface_points or 100_000)
     text = json.dumps(result, indent=2)
     if args.json:
         from toolkit.io import atomic_save_text
@@ -180,6 +181,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--max-windows", type=int, default=None, help="oflow: score this many evenly spaced windows")
     e.add_argument("--points", type=int, default=None,
                    help="oflow: IoU points per frame, the first N of each file (default all, the original's 100k)")
+    e.add_argument("--field-iou", action="store_true",
+                   help="oflow: also score IoU on the field (every point transported to t=0; minutes per window on a "
+                        "CPU); the default IoU tests the points against the propagated mesh, as the original")
+    e.add_argument("--surface-points", type=int, default=None,
+                   help="oflow: points sampled on each predicted mesh for Chamfer (default 100000, the original's)")
     e.set_defaults(func=_eval)
 
     f = sub.add_parser("fit", help="fit single-view masks into a trained model (SOF stage 2)")
