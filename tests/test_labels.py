@@ -65,3 +65,18 @@ def test_colorize_uses_palette():
     rgb = L.colorize(np.array([[0, 1], [18, 8]]))
     assert rgb.shape == (2, 2, 3)
     assert tuple(rgb[0, 1]) == (127, 212, 255) and tuple(rgb[1, 0]) == (212, 127, 255)
+
+
+def test_label_statistics_of_a_known_map():
+    from toolkit.labels import label_statistics
+
+    a = np.zeros((10, 20), np.uint8)
+    a[2:4, 5:9] = 1            # skin: 8 pixels, centroid (6.5, 2.5), box 4 x 2
+    b = np.zeros((10, 10), np.uint8)
+    stats = label_statistics([a, b])
+    skin = stats["skin"]
+    np.testing.assert_array_equal(skin["present"], [True, False])
+    assert skin["area"][0] == pytest.approx(8 / 200) and np.isnan(skin["area"][1])
+    assert (skin["cx"][0], skin["cy"][0]) == pytest.approx((6.5 / 20, 2.5 / 10))
+    assert (skin["width"][0], skin["height"][0]) == pytest.approx((4 / 20, 2 / 10))
+    assert stats["background"]["area"].tolist() == pytest.approx([192 / 200, 1.0])

@@ -15,6 +15,7 @@ original used for its ``seg_vis_XX.png`` visualisations.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -163,3 +164,33 @@ def sof_to_sofgan17(labels: np.ndarray) -> np.ndarray:
     if labels.size and (labels.min() < 0 or labels.max() >= NUM_SOF_CLASSES):
         raise ValueError(f"SOF ids must be in 0..19; got {labels.min()}..{labels.max()}")
     return SOF20_TO_SOFGAN17[labels.astype(np.int64)]
+
+
+def label_statistics(label_maps: Sequence[np.ndarray] | np.ndarray, label_set: str | LabelSet = "sof20"
+                     ) -> dict[str, dict[str, np.ndarray]]:
+    """Where and how large each class is in a set of label maps (e.g. real masks against synthetic views).
+
+    Args:
+        label_maps: (B, H, W) or a list of (H, W) integer maps (sizes may differ).
+    Returns:
+        {class name: {"present", "area", "cx", "cy", "width", "height"}}, each a (B,) array: whether the
+        class occurs, its pixel fraction, its centroid and its bounding-box size as fractions of the
+        image width (x) and height (y, from the top); NaN where the class is absent.
+    """
+    ls = get_label_set(label_set) if isinstance(label_set, str) else label_set
+    stats = {n: {k: np.full(len(label_maps), np.nan) for k in ("area", "cx", "cy", "width", "height")}
+             for n in ls.names}
+    for n in ls.names:
+        stats[n]["present"] = np.zeros(len(label_maps), bool)
+    for b, labels in enumerate(label_maps):
+        labels = np.asarray(labels)
+        h, w = labels.shape
+        for c, n in enumerate(ls.names):
+            rows, cols = np.nonzero(labels == c)
+            if rows.size:
+                s = stats[n]
+                s["present"][b] = True
+                s["area"][b] = rows.size / labels.size
+                s["cx"][b], s["cy"][b] = cols.mean() / w, rows.mean() / h
+                s["width"][b], s["height"][b] = (np.ptp(cols) + 1) / w, (np.ptp(rows) + 1) / h
+    return stats

@@ -164,3 +164,39 @@ def fit_figure(out_dir, report: Mapping, *, panel: float = 2.2):
             ax.set_title(title.get(key, f"novel view, {key.replace('yaw', 'yaw ')}°"), fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def label_statistics_figure(groups: Mapping[str, Mapping[str, Mapping[str, np.ndarray]]], *,
+                            classes: Sequence[str] | None = None, label_set: str | LabelSet = "sof20"):
+    """Per-class area and centroid of several groups of label maps (:func:`toolkit.labels.label_statistics`).
+
+    Left: mean pixel fraction per class, one bar per group. Right: each class's mean centroid in image
+    coordinates (x right, y down, fractions of the image), one marker shape per group, in the class colour.
+    """
+    import matplotlib.pyplot as plt
+
+    ls = get_label_set(label_set) if isinstance(label_set, str) else label_set
+    names = list(classes) if classes is not None else [n for n in ls.names if n != "background" and any(
+        np.any(g[n]["present"]) for g in groups.values())]
+    fig, (ax_a, ax_c) = plt.subplots(1, 2, figsize=(12, 4.2), gridspec_kw={"width_ratios": [1.6, 1]})
+    width = 0.8 / len(groups)
+    markers = "osD^v"
+    for g, (group, stats) in enumerate(groups.items()):
+        areas = [np.nanmean(stats[n]["area"]) if np.any(stats[n]["present"]) else 0.0 for n in names]
+        ax_a.bar(np.arange(len(names)) + g * width, areas, width, label=group)
+        for n in names:
+            if np.any(stats[n]["present"]):
+                color = ls.palette[ls.index(n)] / 255.0
+                ax_c.scatter(np.nanmean(stats[n]["cx"]), np.nanmean(stats[n]["cy"]), color=color,
+                             marker=markers[g % len(markers)], edgecolors="k", linewidths=0.4, s=40)
+    ax_a.set_xticks(np.arange(len(names)) + 0.4 - width / 2, names, rotation=60, fontsize=7)
+    ax_a.set_yscale("log")
+    ax_a.set_ylabel("mean pixel fraction")
+    ax_a.legend(fontsize=8)
+    ax_c.set_xlim(0, 1)
+    ax_c.set_ylim(1, 0)
+    ax_c.set_aspect("equal")
+    ax_c.set_title("class centroids (" + ", ".join(f"{markers[i % len(markers)]}: {g}"
+                                                  for i, g in enumerate(groups)) + ")", fontsize=8)
+    fig.tight_layout()
+    return fig
