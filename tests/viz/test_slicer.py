@@ -36,11 +36,40 @@ def slicer():
                         class_id=1)
 
 
+def test_ranges_come_from_the_fields_extent():
+    balls = VolumeSlicer([SlicerInstance("a", {"gt": ball(1, 0.6)}), SlicerInstance("b", {"gt": ball(2, 0.4)})],
+                         cam2world=frontal_camera(), K=default_intrinsics(SIZE), size=SIZE, extent_resolution=24)
+    step = 3.0 / 23
+    inner = max(k * step - 1.5 for k in range(24) if abs(k * step - 1.5) < 0.6)  # outermost lattice point inside
+    for axis in "xyz":
+        assert balls.offset_range(axis) == pytest.approx((-inner - 2 * step, inner + 2 * step))
+        assert balls.middle(axis) == pytest.approx(0.0)
+    # The frontal camera sits 4.5 in front of the origin: the ball's depths, plus the margin.
+    assert balls.offset_range("camera") == pytest.approx((4.5 - inner - 2 * step, 4.5 + inner + 2 * step))
+    for plane in ("camera", "x", "y", "z"):
+        lo, hi = balls.offset_range(plane)
+        assert (balls.slices(plane, balls.middle(plane))["gt"].labels > 0).mean() > 0.05, plane
+        assert (balls.slices(plane, lo)["gt"].labels == 0).all() and (balls.slices(plane, hi)["gt"].labels == 0).all()
+    third = (inner + 2 * step) / 3
+    np.testing.assert_allclose(balls.default_offsets("z", 2), [third, -third], atol=1e-9)  # front to back
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_every_plane_middle_cuts_a_synthetic_head(seed):
+    from toolkit.geometry.cameras import portrait_intrinsics
+    from toolkit.synthetic.heads import head_from_seed
+
+    head = head_from_seed(seed)
+    slicer = VolumeSlicer([SlicerInstance("head", {"truth": head})], cam2world=frontal_camera(),
+                          K=portrait_intrinsics(32), size=32)
+    for plane in ("camera", "x", "y", "z"):
+        middle = slicer.slices(plane, slicer.middle(plane))["truth"].labels
+        assert (middle > 0).mean() > 0.05, (plane, (middle > 0).mean())  # (world planes span the whole box)
+        lo, hi = slicer.offset_range(plane)
+        assert hi - lo < 3.0  # tighter than the whole box
+
+
 def test_ranges_and_slices(slicer):
-    # The frontal camera sits 4.5 in front of the origin: depths 4.5 +- 1.5.
-    assert slicer.offset_range("camera") == pytest.approx((3.0, 6.0))
-    assert slicer.offset_range("y") == (-1.5, 1.5)
-    np.testing.assert_allclose(slicer.default_offsets("z", 2), [0.5, -0.5])  # front to back
     through_centre = slicer.slices("camera", 4.5, instance=1)
     assert list(through_centre) == ["learned", "ground truth"]
     gt = through_centre["ground truth"]
@@ -89,13 +118,20 @@ def test_widget_builds_and_updates_when_forced(slicer, monkeypatch):
                 if hasattr(w, "description")}
     images = [w for w in widget.children[2].children for w in w.children if isinstance(w, W.Image)]
     assert len(images) == 4 and all(img.value for img in images)
+    slider_box = widget.children[1].children[0]
+    assert [s.description for s in slider_box.children] == ["depth"]
     slicer.last_latency = None
     before = images[2].value
     controls["portrait"].value = 1
-    controls["offset"].value = 4.5
+    slider_box.children[0].value = 4.5
     assert slicer.last_latency is not None and images[2].value != before  # the ground-truth ball appeared
+    # a plane switch shows that plane's own slider, at the middle of the subject
     controls["plane"].value = "z"
-    assert (controls["offset"].min, controls["offset"].max) == (-1.5, 1.5)
+    z = slider_box.children[0]
+    assert z.description == "z" and (z.min, z.max) == pytest.approx(slicer.offset_range("z"))
+    assert z.value == pytest.approx(slicer.middle("z"), abs=z.step)
+    controls["plane"].value = "camera"
+    assert slider_box.children[0].value == 4.5  # each plane keeps its own offset
     controls["class"].value = 5  # only recolours
 
 

@@ -54,9 +54,10 @@ class VolumeSlicer:
         K: (3, 3) intrinsics in pixels of a ``size`` x ``size`` slice.
         size: slice resolution in pixels (both plane kinds).
         projection: camera model of ``cam2world`` ("ortho" or "perspective").
-        depth_range: (near, far) camera depths of the slider; default: the depth of the world origin
-            +- ``world_bounds``.
+        depth_range: (near, far) camera depths of the slider; default: from the fields' extent.
         world_bounds: half-size of the world-plane square, world units.
+        extent_resolution: lattice points per axis of the coarse evaluation that finds where the fields are
+            not background; every plane's slider range is that extent plus a margin of two lattice steps.
         class_id: class whose probability is shown first.
         label_set: label names and palette.
         display_scale: integer upscaling of the widget's images.
@@ -65,7 +66,7 @@ class VolumeSlicer:
     def __init__(self, instances: Sequence[SlicerInstance], *, cam2world: np.ndarray, K: np.ndarray,
                  size: int = 128, projection: str = "ortho", depth_range: tuple[float, float] | None = None,
                  world_bounds: float = 1.5, class_id: int = 1, label_set: str = "sof20",
-                 display_scale: int = 2):
+                 display_scale: int = 2, extent_resolution: int = 24):
         if not instances:
             raise ValueError("VolumeSlicer needs at least one instance")
         titles = list(instances[0].fields)
@@ -81,19 +82,54 @@ class VolumeSlicer:
             raise ValueError(f"class_id {class_id} is not in 0..{self.label_set.num_classes - 1}")
         self.class_id = class_id
         self.display_scale = display_scale
-        if depth_range is None:
-            # Camera depth of the world origin, +- the box half-size.
-            origin_depth = float(-(self.cam2world[:3, 3] @ self.cam2world[:3, 2]))
-            depth_range = (origin_depth - world_bounds, origin_depth + world_bounds)
-        self.depth_range = (float(depth_range[0]), float(depth_range[1]))
+        self.extent_resolution = int(extent_resolution)
+        self.depth_range = None if depth_range is None else (float(depth_range[0]), float(depth_range[1]))
+        self._ranges: dict[str, tuple[float, float]] | None = None
         self.last_latency: float | None = None
 
     # -- computing slices ---------------------------------------------------------------------------
 
     def offset_range(self, plane: str) -> tuple[float, float]:
-        """Slider range of a plane kind: camera depths, or world coordinates."""
+        """Slider range of a plane kind (camera depths, or world coordinates): where the fields of every
+        instance are not background, plus a small margin (computed once, on a coarse lattice)."""
         _check_plane(plane)
-        return self.depth_range if plane == "camera" else (-self.world_bounds, self.world_bounds)
+        if plane == "camera" and self.depth_range is not None:
+            return self.depth_range
+        if self._ranges is None:
+            self._ranges = self._extent_ranges()
+        return self._ranges[plane]
+
+    def middle(self, plane: str) -> float:
+        """The offset of a slice through the middle of the subject (the middle of :meth:`offset_range`)."""
+        lo, hi = self.offset_range(plane)
+        return 0.5 * (lo + hi)
+
+    def _extent_ranges(self) -> dict[str, tuple[float, float]]:
+        import torch
+
+        from toolkit.geometry.grids import evaluate_field, grid_points
+
+        n = self.extent_resolution
+        pts = grid_points(self.world_bounds, n)
+        solid = torch.zeros(len(pts), dtype=torch.bool)
+        for inst in self.instances:
+            for field in inst.fields.values():
+                with torch.no_grad():
+                    solid |= evaluate_field(field, pts).argmax(-1).cpu() > 0
+        step = 2 * self.world_bounds / (n - 1)
+        margin = 2 * step
+        if not bool(solid.any()):  # nothing to find: the whole box
+            inside = pts
+        else:
+            inside = pts[solid].double().numpy()
+        inside = np.asarray(inside, dtype=np.float64)
+        lo, hi = inside.min(0) - margin, inside.max(0) + margin
+        lo, hi = np.maximum(lo, -self.world_bounds), np.minimum(hi, self.world_bounds)
+        ranges = {axis: (float(lo[i]), float(hi[i])) for i, axis in enumerate("xyz")}
+        corners = np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])])
+        depth = (corners - self.cam2world[:3, 3]) @ self.cam2world[:3, 2]
+        ranges["camera"] = (float(depth.min()), float(depth.max()))
+        return ranges
 
     def slices(self, plane: str, offset: float, instance: int = 0) -> dict[str, SliceResult]:
         """{field title: SliceResult} of one instance on one plane."""
@@ -233,9 +269,15 @@ class VolumeSlicer:
 
         names = self.label_set.names
         plane = W.Dropdown(options=list(PLANES), value="camera", description="plane")
-        lo, hi = self.offset_range("camera")
-        offset = W.FloatSlider(value=(lo + hi) / 2, min=lo, max=hi, step=(hi - lo) / 200,
-                               description="offset", continuous_update=True, readout_format=".3f")
+        # One slider per plane kind, swapped in on a plane change: re-ranging one slider lets the browser clamp
+        # its old value into the new range and send it back, overriding the middle the kernel set.
+        sliders = {}
+        for kind in PLANES:
+            lo, hi = self.offset_range(kind)
+            sliders[kind] = W.FloatSlider(value=self.middle(kind), min=lo, max=hi, step=(hi - lo) / 200,
+                                          description="depth" if kind == "camera" else kind,
+                                          continuous_update=True, readout_format=".3f")
+        slider_box = W.HBox([sliders["camera"]])
         instance = W.Dropdown(options=[(inst.name, i) for i, inst in enumerate(self.instances)], value=0,
                               description="portrait")
         klass = W.Dropdown(options=[(f"{c} {n}", c) for c, n in enumerate(names)], value=self.class_id,
@@ -259,17 +301,13 @@ class VolumeSlicer:
 
         def recompute(*_):
             start = time.perf_counter()
-            state["slices"] = self.slices(plane.value, offset.value, instance.value)
+            state["slices"] = self.slices(plane.value, sliders[plane.value].value, instance.value)
             draw_images()
             self.last_latency = time.perf_counter() - start
             status.value = f"<small>update: {1000 * self.last_latency:.0f} ms</small>"
 
         def on_plane(change):
-            lo, hi = self.offset_range(change["new"])
-            with offset.hold_trait_notifications():
-                offset.min, offset.max = min(lo, offset.min), max(hi, offset.max)
-                offset.min, offset.max = lo, hi
-                offset.step, offset.value = (hi - lo) / 200, (lo + hi) / 2
+            slider_box.children = [sliders[change["new"]]]
             recompute()
 
         def on_3d(_):
@@ -279,13 +317,14 @@ class VolumeSlicer:
                 display(self.figure_3d(instance=instance.value, class_id=c))
 
         plane.observe(on_plane, names="value")
-        offset.observe(recompute, names="value")
+        for slider in sliders.values():
+            slider.observe(recompute, names="value")
         instance.observe(recompute, names="value")
         klass.observe(lambda _: draw_images(), names="value")
         view3d_button.on_click(on_3d)
         recompute()
         cells = [W.VBox([captions[k], images[k]]) for k in range(len(images))]
-        return W.VBox([W.HBox([plane, instance, klass]), W.HBox([offset, status]), W.HBox(cells), legend,
+        return W.VBox([W.HBox([plane, instance, klass]), W.HBox([slider_box, status]), W.HBox(cells), legend,
                        W.HBox([view3d_class, view3d_button]), view3d_out])
 
 
