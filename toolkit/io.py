@@ -1,14 +1,21 @@
 """File helpers shared by every loader and writer: one error type, atomic writes, label PNGs.
 
 Every reader raises :class:`DataError` naming the file and what is wrong; every writer goes through
-:func:`atomic_write`, so an interrupted run never leaves a half-written file behind.
+:func:`atomic_write`, so an interrupted run never leaves a half-written file behind, and a failed write
+(full disk, read-only folder) raises :class:`OutputError` naming the file. Outputs made of many files
+(a dataset, a sequence's ``points_seq``) are written into a sibling folder by :func:`staged_folder` and
+appear at once. Temporary files carry their writer's process id, so the ones a killed process left
+behind are removed by the next writer of the same file (:func:`remove_stale_temps`).
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
-import tempfile
-from collections.abc import Iterator
+import re
+import secrets
+import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,29 +30,195 @@ class DataError(ValueError):
         super().__init__(f"{self.path}: {problem}" if self.path else problem)
 
 
+class OutputError(DataError, OSError):
+    """An output could not be written (full disk, read-only folder, ...): names the file and the reason.
+
+    Both a :class:`DataError` (one clear line in the command line) and an ``OSError`` (what the failed
+    write raised)."""
+
+    def __init__(self, path: str | os.PathLike | None, problem: str):
+        DataError.__init__(self, path, problem)
+
+
+def output_error(path: str | os.PathLike, exc: BaseException) -> OutputError:
+    """An :class:`OutputError` for ``exc`` raised while writing ``path`` (strerror of OS errors,
+    torch's "file write failed" enforce messages reduced to their reason)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        reason = exc.strerror
+    else:
+        text = str(exc).strip()
+        reason = text.splitlines()[-1].strip() if text else type(exc).__name__
+        if "file write failed" in text or "inline_container" in text:
+            reason = "file write failed (disk full or the device refused the write)"
+    return OutputError(path, f"cannot write ({reason})")
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator:
-    """Open a temporary file beside ``path``; on success rename it over ``path`` (atomic on POSIX)."""
+    """Open a temporary file beside ``path``; on success rename it over ``path`` (atomic on POSIX).
+
+    A failure to create, write or rename it (OSError, or torch's "file write failed") raises
+    :class:`OutputError` naming ``path``; the temporary file is removed. Temporary files of
+    ``path`` left by dead processes are removed first.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(path.parent, path.name)
+        tmp = path.parent / f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies, as for open()
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+    except BaseException as exc:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        if _is_write_failure(exc):
+            raise output_error(path, exc) from exc
         raise
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def remove_stale_temps(folder: str | os.PathLike, name: str | None = None) -> list[Path]:
+    """Remove the temporary files (and staging folders) in ``folder`` whose writing process is dead.
+
+    Args:
+        folder: where to look (not recursive).
+        name: only the temporaries of this target name (default: all).
+    Returns:
+        What was removed. Temporaries of live processes, and names without a process id, are kept.
+    """
+    folder = Path(folder)
+    removed = []
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return removed
+    for p in entries:
+        m = _TEMP_RE.match(p.name)
+        if not m or (name is not None and m.group("name") != name) or _pid_alive(int(m.group("pid"))):
+            continue
+        with contextlib.suppress(OSError):
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+            removed.append(p)
+    return removed
+
+
+@contextlib.contextmanager
+def staged_folder(out: str | os.PathLike, *, overwrite: bool = False,
+                  owned: Callable[[Path], bool] | None = None, what: str = "output folder") -> Iterator[Path]:
+    """Write a multi-file output into a sibling folder that replaces ``out`` at once on success.
+
+    Args:
+        out: the folder to produce. An existing empty folder is filled; an existing non-empty one is an
+            error unless ``overwrite``.
+        overwrite: replace an existing ``out`` (only when ``owned(out)`` says it is this writer's own output).
+        owned: test that an existing ``out`` is an earlier output of the same writer (default: anything).
+        what: how ``out`` is named in errors.
+    Yields:
+        The staging folder to write into (``.<name>.<pid>-<token>.partial`` beside ``out``); removed when
+        the block raises (including KeyboardInterrupt), so nothing of a failed run is left at ``out``.
+    Raises:
+        DataError: ``out`` is a file, exists without ``overwrite``, is not ``owned``, or appeared while writing.
+        OutputError: the parent folder cannot be written.
+    """
+    out = Path(out)
+    _check_replaceable(out, overwrite, owned, what)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(out.parent, out.name)
+        work = out.parent / f".{out.name}.{os.getpid()}-{secrets.token_hex(4)}.partial"
+        work.mkdir()
+    except OSError as exc:
+        raise output_error(out, exc) from exc
+    try:
+        yield work
+        _publish(work, out, overwrite, owned, what)
+    except BaseException as exc:
+        shutil.rmtree(work, ignore_errors=True)
+        if _is_write_failure(exc):
+            raise output_error(out, exc) from exc
+        raise
+
+
+def _is_nonempty_dir(path: Path) -> bool:
+    try:
+        return path.is_dir() and any(path.iterdir())
+    except OSError:
+        return True
+
+
+_TEMP_RE = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)-[0-9a-f]+\.(?:tmp|partial|old)$")
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. another user's process
+        return True
+    return True
+
+
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG, errno.EIO,
+                 errno.ENOTDIR, errno.EEXIST, errno.ENAMETOOLONG}
+
+
+def _is_write_failure(exc: BaseException) -> bool:
+    """An OSError of a failed write (not one of ours, not a read error of the block), or torch's enforce
+    failure of a write."""
+    if isinstance(exc, OutputError):
+        return False
+    if isinstance(exc, OSError):
+        return exc.errno is None or exc.errno in _WRITE_ERRNOS
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("file write failed" in text or "inline_container" in text)
+
+
+def _check_replaceable(out: Path, overwrite: bool, owned: Callable[[Path], bool] | None, what: str) -> None:
+    if out.exists() and not out.is_dir():
+        raise DataError(out, f"exists and is not a folder; the {what} must be a folder")
+    if not _is_nonempty_dir(out):
+        return
+    if not overwrite:
+        raise DataError(out, f"{what} exists and is not empty; choose another or pass --overwrite "
+                             "(overwrite=True) to replace it")
+    if owned is not None and not owned(out):
+        raise DataError(out, f"exists and is not an earlier {what} of this command; refusing to replace it "
+                             "(remove it yourself or choose another folder)")
+
+
+def _publish(work: Path, out: Path, overwrite: bool, owned, what: str) -> None:
+    """Move the finished staging folder to ``out`` (replacing an earlier output when allowed)."""
+    old = None
+    if _is_nonempty_dir(out):  # checked again: another writer may have finished meanwhile
+        if not overwrite or (owned is not None and not owned(out)) or not out.is_dir():
+            raise DataError(out, f"{what} appeared while writing (another run writing the same folder?); nothing "
+                                 "of this run was kept")
+        old = out.parent / f".{out.name}.{os.getpid()}-{secrets.token_hex(4)}.old"
+        os.rename(out, old)
+    elif out.is_dir():
+        out.rmdir()  # an empty folder is simply filled
+    try:
+        os.rename(work, out)  # fails if another writer created a non-empty ``out`` in between
+    except OSError as exc:
+        if old is not None:
+            os.rename(old, out)
+        if _is_nonempty_dir(out):
+            raise DataError(out, f"{what} appeared while writing (another run writing the same folder?); "
+                                 "nothing of this run was kept") from exc
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def atomic_save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
