@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import logging
 import math
@@ -44,8 +45,9 @@ import torch
 from toolkit.io import DataError, atomic_save_text, atomic_write
 
 __all__ = [
-    "Callback", "DistInfo", "LivePlot", "Trainer", "TrainerConfig", "distributed_info", "init_distributed",
-    "latest_checkpoint", "load_checkpoint", "plot_history", "seed_everything", "shard_batch",
+    "Callback", "DistInfo", "LivePlot", "RunLock", "Trainer", "TrainerConfig", "check_run_fingerprint",
+    "data_fingerprint", "distributed_info", "init_distributed", "latest_checkpoint", "load_checkpoint",
+    "plot_history", "seed_everything", "shard_batch",
 ]
 
 logger = logging.getLogger(__name__)
@@ -55,6 +57,11 @@ AMP_MODES = ("off", "bf16")
 DDP_MODES = ("wrap", "allreduce")
 _CKPT_RE = re.compile(r"^step_(\d+)\.pt$")
 _REQUIRED_KEYS = ("format", "step", "model", "optimizer", "rng", "history", "trainer_config", "meta")
+RUN_FILE = "run.json"
+"""In a run folder: the fingerprint of the data the run started on (checked when it resumes)."""
+LOCK_FILE = ".lock"
+_RUN_LOCKS: dict[str, list] = {}
+"""Run folders this process has locked: resolved path -> [open lock file, count] (RunLock is re-entrant)."""
 _warned: set[str] = set()
 
 
@@ -321,6 +328,11 @@ class Trainer:
         collate_fn: Dataset data: batch collation (default ``torch.utils.data.default_collate``).
         shard_fn: batch-function data under DDP: ``shard_fn(batch, rank, world_size) -> local batch``
             (default :func:`shard_batch`).
+        fingerprint: what the run trains on (:func:`data_fingerprint`); written to ``out_dir/run.json``
+            when the run starts, and a resumed run with another fingerprint is refused.
+
+    While ``fit`` runs, the run folder is locked (:class:`RunLock`): a second run with the same ``out_dir``
+    fails at once instead of pruning the first one's checkpoints.
     """
 
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step_fn: StepFn, *,
@@ -328,7 +340,8 @@ class Trainer:
                  val_fn: Callable[[torch.nn.Module], Mapping[str, float]] | None = None,
                  meta: Mapping[str, Any] | None = None, callbacks: Sequence[Callback] = (),
                  scheduler: Any = None, collate_fn: Callable | None = None,
-                 shard_fn: Callable[[Any, int, int], Any] | None = None):
+                 shard_fn: Callable[[Any, int, int], Any] | None = None,
+                 fingerprint: Mapping[str, Any] | None = None):
         if not isinstance(config, TrainerConfig):
             raise TypeError(f"config must be a TrainerConfig; got {type(config).__name__}")
         self.config = config
@@ -343,6 +356,7 @@ class Trainer:
         self.model = model.to(self.device)
         self.optimizer, self.step_fn, self.val_fn, self.scheduler = optimizer, step_fn, val_fn, scheduler
         self.meta = _sanitize(dict(meta or {}), "meta")
+        self.fingerprint = None if fingerprint is None else _sanitize(dict(fingerprint), "fingerprint")
         self.callbacks = list(callbacks)
         self.wrapped = self._wrap_model()
         self.step = 0
@@ -395,7 +409,15 @@ class Trainer:
         the last ``log_every`` steps, averaged over ranks) or ``{"step": s, "split": "val", **metrics}``.
         An interrupt (Ctrl-C, kernel interrupt) stops after the current step, saves a checkpoint when
         ``out_dir`` is set, and re-raises KeyboardInterrupt; a second interrupt stops at once.
+
+        Raises:
+            DataError: the run folder is locked by another process, or ``resume`` meets a run started on
+                other data (another fingerprint).
         """
+        with self._run_folder(resume):
+            return self._fit(resume=resume, max_steps=max_steps)
+
+    def _fit(self, *, resume: bool, max_steps: int | None) -> list[dict[str, Any]]:
         cfg = self.config
         if resume:
             if self.out_dir is None:
@@ -442,7 +464,8 @@ class Trainer:
                     if bar is not None:
                         bar.update(1)
                     if interrupt.requested:
-                        where = f"; checkpoint in {self.checkpoint_dir}" if self.out_dir else ""
+                        where = (f"; checkpoint in {self.checkpoint_dir / f'step_{self.step:08d}.pt'}"
+                                 if self.out_dir else "")
                         raise KeyboardInterrupt(f"training interrupted after step {self.step}{where}")
             if self.out_dir is not None and self._last_saved_step != self.step:
                 self.save_checkpoint()
@@ -557,6 +580,7 @@ class Trainer:
             "history": [dict(r) for r in self.history],
             "trainer_config": asdict(self.config),
             "meta": self.meta,
+            "fingerprint": self.fingerprint,
             "world_size": self.dist.world_size,
             "versions": {"torch": str(torch.__version__), "toolkit": _toolkit_version()},
         }
@@ -637,6 +661,28 @@ class Trainer:
         self._last_saved_step = self.step
         return path
 
+    @contextlib.contextmanager
+    def _run_folder(self, resume: bool):
+        """Hold the run folder's lock, remove temporaries of interrupted writes, check and record the
+        fingerprint (rank 0 locks and writes; every rank checks)."""
+        if self.out_dir is None:
+            yield
+            return
+        lock = RunLock(self.out_dir).acquire() if self.is_main else None
+        try:
+            if self.is_main:
+                for folder in (self.out_dir, self.checkpoint_dir):
+                    _remove_temps(folder)
+            if self.fingerprint is not None:
+                if resume:
+                    check_run_fingerprint(self.out_dir, self.fingerprint)
+                if self.is_main:
+                    _record_fingerprint(self.out_dir, self.fingerprint, keep=resume)
+            yield
+        finally:
+            if lock is not None:
+                lock.release()
+
     def _prune_checkpoints(self) -> None:
         keep = self.config.keep_last
         if keep is None:
@@ -716,7 +762,10 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device | 
     try:
         ck = torch.load(path, map_location=map_location, weights_only=weights_only)
     except Exception as exc:
-        raise DataError(path, f"corrupt or unreadable checkpoint ({_describe_load_error(exc)})") from exc
+        detail = _describe_load_error(exc)
+        if detail.startswith("torch's safe loader"):
+            raise DataError(path, f"not loaded: {detail}") from exc
+        raise DataError(path, f"corrupt or unreadable checkpoint ({detail})") from exc
     if not isinstance(ck, dict):
         raise DataError(path, f"expected a checkpoint dict, found {type(ck).__name__}")
     return ck
@@ -769,6 +818,100 @@ def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
             return target
     files = sorted((int(m.group(1)), p) for p in ckdir.iterdir() if (m := _CKPT_RE.match(p.name)))
     return files[-1][1] if files else None
+
+
+def data_fingerprint(root: str | os.PathLike, items: Sequence[str], **extra: Any) -> dict[str, Any]:
+    """What a run trains on, to recognise it when the run resumes: the data folder's resolved path, its
+    items (instance or sequence names, in order) and any ``extra`` settings that fix the split.
+
+    Returns:
+        ``{"data_root", "items" (count), "hash"}``; the hash covers the path, the item list and ``extra``.
+    """
+    root = str(Path(root).expanduser().resolve())
+    items = [str(x) for x in items]
+    blob = json.dumps({"root": root, "items": items, "extra": extra}, sort_keys=True, default=str)
+    digest = hashlib.sha256(blob.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    return {"data_root": root, "items": len(items), "hash": digest}
+
+
+def check_run_fingerprint(run_dir: str | os.PathLike, fingerprint: Mapping[str, Any]) -> None:
+    """Refuse to resume a run folder that was started on other data.
+
+    Compares ``fingerprint`` with the one recorded in ``run_dir/run.json`` (runs without one pass).
+
+    Raises:
+        DataError: naming the run folder, both data roots, and how to start fresh.
+    """
+    run_dir = Path(run_dir)
+    stored = _read_fingerprint(run_dir)
+    if stored is None or stored.get("hash") == fingerprint.get("hash"):
+        return
+    same_root = stored.get("data_root") == fingerprint.get("data_root")
+    what = (f"other items in {fingerprint.get('data_root')} ({stored.get('items')} then, {fingerprint.get('items')} now)"
+            if same_root else f"{stored.get('data_root')} ({stored.get('items')} items), not "
+                              f"{fingerprint.get('data_root')} ({fingerprint.get('items')} items)")
+    raise DataError(run_dir, f"this run was started on {what}; resuming would continue it on other data than its "
+                             f"split. Pass a new out_dir, or delete {run_dir} to start fresh")
+
+
+class RunLock:
+    """Exclusive lock on a run folder (``<folder>/.lock``, ``fcntl.flock``), so that two runs never write the
+    same folder. Re-entrant within a process; the operating system drops it when the process ends, so a
+    killed run never leaves a lock that blocks the next one. A no-op where ``fcntl`` is missing (Windows)."""
+
+    def __init__(self, folder: str | os.PathLike):
+        self.folder = Path(folder)
+        self._acquired = False
+
+    def acquire(self) -> RunLock:
+        """Take the lock (DataError naming the folder and the holder's pid when another process has it)."""
+        try:
+            import fcntl
+        except ImportError:
+            return self
+        if self._acquired:
+            return self
+        key = str(self.folder.resolve())
+        held = _RUN_LOCKS.get(key)
+        if held is not None:
+            held[1] += 1
+            self._acquired = True
+            return self
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            f = open(self.folder / LOCK_FILE, "a+")  # noqa: SIM115 - held until release()
+        except OSError as exc:
+            from toolkit.io import output_error
+
+            raise output_error(self.folder / LOCK_FILE, exc) from exc
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            holder = f.read().strip() or "?"
+            f.close()
+            raise DataError(self.folder, f"another run (process {holder}) is using this run folder; wait for it "
+                                         "to finish or choose another out_dir") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        _RUN_LOCKS[key] = [f, 1]
+        self._acquired = True
+        return self
+
+    def release(self) -> None:
+        if not self._acquired:
+            return
+        self._acquired = False
+        key = str(self.folder.resolve())
+        held = _RUN_LOCKS.get(key)
+        if held is None:
+            return
+        held[1] -= 1
+        if held[1] == 0:
+            del _RUN_LOCKS[key]
+            held[0].close()  # closing the file drops the flock
 
 
 # ------------------------------------------------------------------------------------------- helpers
@@ -1063,16 +1206,48 @@ def _sanitize(obj: Any, where: str) -> Any:
 
 def _describe_load_error(exc: Exception) -> str:
     msg = str(exc)
-    if "can still be loaded" in msg:  # a valid file holding objects the safe loader refuses
-        detail = msg.split("WeightsUnpickler error:")[-1].strip().splitlines()[0]
-        return f"{detail}; pass weights_only=False only if you trust the file"
-    if "WeightsUnpickler error:" in msg:
-        msg = msg.split("WeightsUnpickler error:")[-1]
-    first = msg.strip().splitlines()[0][:200] if msg.strip() else "empty or truncated file"
-    return f"{type(exc).__name__}: {first}"
+    if "Weights only load failed" in msg or "WeightsUnpickler error:" in msg:
+        lines = [ln.strip() for ln in msg.split("WeightsUnpickler error:")[-1].splitlines() if ln.strip()]
+        refused = next((ln for ln in lines if "global" in ln.lower()), None)
+        if refused:  # a valid file holding objects the safe loader refuses: keep torch's warning whole
+            return (f"torch's safe loader (weights_only=True) refused it: {refused.rstrip('.')}. Loading it with "
+                    "weights_only=False would run code stored in the file (arbitrary code execution): do that "
+                    "only if you trust its source")
+        detail = next((ln for ln in lines if "Weights only load failed" not in ln and "weights_only" not in ln
+                       and "documentation" not in ln), "unreadable pickle stream")
+        return f"{type(exc).__name__}: {detail}"
+    first = msg.strip().splitlines()[0] if msg.strip() else "empty or truncated file"
+    return f"{type(exc).__name__}: {first if len(first) <= 400 else first[:400] + '...'}"
 
 
 def _toolkit_version() -> str:
     from toolkit import __version__
 
     return __version__
+
+
+def _read_fingerprint(run_dir: Path) -> dict | None:
+    try:
+        doc = json.loads((run_dir / RUN_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    fp = doc.get("fingerprint") if isinstance(doc, dict) else None
+    return fp if isinstance(fp, dict) else None
+
+
+def _record_fingerprint(run_dir: Path, fingerprint: Mapping[str, Any], keep: bool) -> None:
+    """Write ``run.json`` unless ``keep`` and it already holds this fingerprint (a resumed run)."""
+    if keep and _read_fingerprint(run_dir) == dict(fingerprint):
+        return
+    atomic_save_text(run_dir / RUN_FILE, json.dumps({"fingerprint": dict(fingerprint)}, indent=1) + "\n")
+
+
+def _remove_temps(folder: Path | None) -> None:
+    """Remove every temporary file of an interrupted write in a run folder (its lock is held, so no other
+    process is writing there)."""
+    if folder is None or not folder.is_dir():
+        return
+    for p in folder.iterdir():
+        if p.name.startswith(".") and p.name.endswith(".tmp") and p.is_file():
+            with contextlib.suppress(OSError):
+                p.unlink()
