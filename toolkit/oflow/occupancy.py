@@ -66,10 +66,14 @@ class SurfaceOccupancy:
         if not np.isfinite(pts).all():
             raise ValueError("points contain NaN or inf")
         self.points, self.k_normals, self.k_sign = pts, int(k_normals), int(k_sign)
-        self.tree = cKDTree(pts)
         lo, hi = pts.min(0), pts.max(0)
+        if not float((hi - lo).max()) > 0:
+            raise ValueError(f"all {pts.shape[0]} surface points are equal: they sample no surface")
+        self.tree = cKDTree(pts)
         sub = pts[np.random.default_rng(0).choice(len(pts), size=min(len(pts), 4000), replace=False)]
         self.spacing = float(np.median(self.tree.query(sub, k=2)[0][:, 1]))
+        if not self.spacing > 0:
+            raise ValueError("most surface points are duplicates (median spacing 0): they sample no surface")
         # voxels at least 5 median sample spacings wide hold ~5 samples per voxel of surface, so the
         # one-voxel dilation closes every sampling gap; sparser samples get a coarser grid
         self.voxel = max(float((hi - lo).max()) / resolution, 5.0 * self.spacing)
@@ -86,6 +90,11 @@ class SurfaceOccupancy:
         self.solid = ndimage.binary_fill_holes(self.shell)
         self.n_bodies = int(ndimage.label(self.solid, structure=full)[1])
         self.normals = self._estimate_normals(occupied.shape)
+
+    @property
+    def enclosed_voxels(self) -> int:
+        """Voxels wholly inside the surface (0 for an open surface, whose inside the flood fill reaches)."""
+        return int((self.solid & ~self.shell).sum())
 
     @property
     def enclosed_fraction(self) -> float:
@@ -191,7 +200,7 @@ class ScanOccupancy(NamedTuple):
 
 
 def derive_scan_occupancy(sequence_dir: str | os.PathLike, *, n_points: int = N_POINTS, seed: int = 0,
-                          resolution: int = 128, progress: bool = True) -> ScanOccupancy:
+                          resolution: int = 128, progress: bool = True, overwrite: bool = True) -> ScanOccupancy:
     """Write ``points_seq`` for a sequence that has only ``pcl_seq`` and measure each frame's inside volume.
 
     For every ``pcl_seq`` frame: draw ``n_points`` uniform points in the original's padded box
@@ -199,10 +208,22 @@ def derive_scan_occupancy(sequence_dir: str | os.PathLike, *, n_points: int = N_
     them to float16 as stored, label them with :class:`SurfaceOccupancy` of the frame's surface points,
     and write ``points_seq/<same name>.npz`` with the frame's own loc and scale.
 
+    The frames are written into a sibling folder that becomes ``points_seq`` only when every frame is
+    done (an error or interrupt leaves the sequence as it was), with ``points_seq/derived.json``
+    recording the settings. An existing ``points_seq`` is replaced only with ``overwrite`` and only if
+    it was derived here before: labels of another origin (the exact ones of a synthetic or mesh-based
+    dataset) are never replaced.
+
     Raises:
-        DataError: no readable ``pcl_seq`` frames.
+        DataError: no readable ``pcl_seq`` frames; a frame whose points are too few, all equal, or do not
+            enclose a volume (an open scan: its inside labels would be wrong); an existing ``points_seq``
+            that may not be replaced.
     """
+    import json
+
     from tqdm.auto import tqdm
+
+    from toolkit.io import atomic_save_text, staged_folder
 
     seq = Path(sequence_dir)
     if seq.name == PCL_DIR:
@@ -211,22 +232,54 @@ def derive_scan_occupancy(sequence_dir: str | os.PathLike, *, n_points: int = N_
         raise DataError(seq, f"no {PCL_DIR}/ folder: expected a sequence folder holding {PCL_DIR}/%08d.npz")
     files = list_frames(seq / PCL_DIR)
     fraction, volume, world, bodies = [], [], [], []
-    for path in tqdm(files, desc=f"occupancy {seq.name}", disable=not progress):
-        frame = read_pcl_frame(path)
-        surface = SurfaceOccupancy(frame.points.astype(np.float64), resolution=resolution)
-        rng = np.random.default_rng([seed, int(path.stem)])
-        query = rng.uniform(-BOX_HALF, BOX_HALF, size=(n_points, 3)).astype(np.float16)
-        occ = surface.contains(query.astype(np.float64))
-        write_points_frame(seq / POINTS_DIR / path.name, query, occ, frame.loc, float(frame.scale))
-        fraction.append(occ.mean())
-        volume.append(surface.volume())
-        world.append(volume[-1] * float(frame.scale) ** 3)
-        bodies.append(surface.n_bodies)
+    settings = {"n_points": int(n_points), "seed": int(seed), "resolution": int(resolution),
+                "frames": [p.name for p in files]}
+    with staged_folder(seq / POINTS_DIR, overwrite=overwrite, owned=_derived_here,
+                       what=f"{POINTS_DIR} (occupancy labels)") as work:
+        for path in tqdm(files, desc=f"occupancy {seq.name}", disable=not progress):
+            frame = read_pcl_frame(path)
+            surface = _frame_surface(path, frame.points, resolution)
+            rng = np.random.default_rng([seed, int(path.stem)])
+            query = rng.uniform(-BOX_HALF, BOX_HALF, size=(n_points, 3)).astype(np.float16)
+            occ = surface.contains(query.astype(np.float64))
+            write_points_frame(work / path.name, query, occ, frame.loc, float(frame.scale))
+            fraction.append(occ.mean())
+            volume.append(surface.volume())
+            world.append(volume[-1] * float(frame.scale) ** 3)
+            bodies.append(surface.n_bodies)
+        atomic_save_text(work / DERIVED_FILE, json.dumps({"generator": "toolkit.oflow.occupancy", **settings},
+                                                         indent=1) + "\n")
     return ScanOccupancy(seq / POINTS_DIR, tuple(p.name for p in files), np.array(fraction), np.array(volume),
                          np.array(world), np.array(bodies))
 
 
 def write_occupancy_from_scan(sequence_dir: str | os.PathLike, *, n_points: int = N_POINTS, seed: int = 0,
-                              resolution: int = 128) -> Path:
-    """Derive ``points_seq`` beside ``pcl_seq`` (see :func:`derive_scan_occupancy`); returns its folder."""
-    return derive_scan_occupancy(sequence_dir, n_points=n_points, seed=seed, resolution=resolution).points_dir
+                              resolution: int = 128, overwrite: bool = False) -> Path:
+    """Derive ``points_seq`` beside ``pcl_seq`` (see :func:`derive_scan_occupancy`); returns its folder.
+
+    The ``occupancy`` command: an existing ``points_seq`` is an error unless ``overwrite`` (and then only
+    one derived here before is replaced).
+    """
+    return derive_scan_occupancy(sequence_dir, n_points=n_points, seed=seed, resolution=resolution,
+                                 overwrite=overwrite).points_dir
+
+
+DERIVED_FILE = "derived.json"
+"""In a derived ``points_seq``: the settings it was derived with (marks labels this module may replace)."""
+
+
+def _derived_here(points_dir: Path) -> bool:
+    return (points_dir / DERIVED_FILE).is_file()
+
+
+def _frame_surface(path: Path, points: np.ndarray, resolution: int) -> SurfaceOccupancy:
+    """The inside test of one pcl frame, or a DataError naming the frame when its points cannot give one."""
+    try:
+        surface = SurfaceOccupancy(points.astype(np.float64), resolution=resolution)
+    except ValueError as exc:
+        raise DataError(path, f"cannot derive occupancy: {exc}") from None
+    if surface.enclosed_voxels == 0:
+        raise DataError(path, f"the surface points enclose no volume at voxel size {surface.voxel:.3g}: an open "
+                              "scan (a hole wider than a voxel) or a body thinner than two voxels; inside "
+                              "labels would be wrong (fill the holes, or sample the closed surface densely)")
+    return surface

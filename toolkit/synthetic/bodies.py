@@ -928,7 +928,7 @@ SPLITS = ("train", "val", "test", "test_new_individual", "test_new_motion")
 def write_body_dataset(out: str | os.PathLike, *, sequences: int = 12, frames: int | tuple[int, int] = 17,
                        seed: int = 0, n_points: int | None = None, n_pcl: int | None = None,
                        n_near: int | None = None, mesh_resolution: int | None = None, quick: bool = False,
-                       category: str = "synthetic", progress: bool = True) -> Path:
+                       category: str = "synthetic", progress: bool = True, overwrite: bool = True) -> Path:
     """Write a D-FAUST-style dataset of procedural moving bodies with exact ground truth.
 
     Layout: ``<out>/<category>/<identity id>_<motion>/`` with, per frame f (``%08d``):
@@ -940,9 +940,10 @@ def write_body_dataset(out: str | os.PathLike, *, sequences: int = 12, frames: i
     ``train.lst``, ``val.lst``, ``test.lst`` (seen identities, unseen identity/motion pairs),
     ``test_new_individual.lst`` (the held-out identity, the last one), ``test_new_motion.lst`` (seen
     identities doing ``HELD_OUT_MOTION``) and ``bodies.json`` (generator version, seed, splits, held-out
-    identity and motion, every sequence's body). Everything is determined by ``seed``. Writing into an
-    existing dataset replaces the sequences written (frames beyond the new count are deleted); other
-    sequence folders there are left alone, so remove the folder first to start clean. Each sequence
+    identity and motion, every sequence's body). Everything is determined by ``seed``. The dataset is
+    written into a sibling folder that becomes ``out`` when complete (never a mix of two runs, nothing
+    left by an interrupted one); an existing non-empty ``out`` is replaced only with ``overwrite`` (the
+    ``synth bodies`` command's ``--overwrite``) and only when it is a body dataset written here before. Each sequence
     draws its period (the motion's typical period times 0.85-1.2), phase and amplitude (0.8-1.15).
 
     Args:
@@ -957,20 +958,14 @@ def write_body_dataset(out: str | os.PathLike, *, sequences: int = 12, frames: i
         quick: small settings for notebooks and tests.
         category: the category folder name.
         progress: show a tqdm progress bar.
+        overwrite: replace an earlier body dataset at ``out``.
 
     Returns:
         ``out`` as a Path.
+    Raises:
+        DataError: ``out`` is a file, or a non-empty folder that may not be replaced.
     """
-    from tqdm.auto import tqdm
-
-    from toolkit.geometry.meshing import save_mesh
-    from toolkit.oflow.data import (
-        NEAR_DIR,
-        near_surface_samples,
-        write_pcl_frame,
-        write_points_frame,
-        write_split,
-    )
+    from toolkit.io import staged_folder
 
     defaults = _QUICK if quick else _FULL
     n_points = defaults["n_points"] if n_points is None else int(n_points)
@@ -985,7 +980,29 @@ def write_body_dataset(out: str | os.PathLike, *, sequences: int = 12, frames: i
     if not category or "/" in category:
         raise ValueError(f"invalid category name {category!r}")
     out = Path(out)
-    root = out / category
+    with staged_folder(out, overwrite=overwrite, owned=_is_body_dataset, what="dataset folder") as work:
+        _write_bodies(work / category, sequences, seed, lo_f, hi_f, n_points, n_pcl, n_near, mesh_resolution, progress)
+    return out
+
+
+def _is_body_dataset(folder: Path) -> bool:
+    """Whether ``folder`` is a dataset :func:`write_body_dataset` wrote (a category with bodies.json)."""
+    return any(folder.glob("*/bodies.json"))
+
+
+def _write_bodies(root: Path, sequences: int, seed: int, lo_f: int, hi_f: int, n_points: int, n_pcl: int,
+                  n_near: int, mesh_resolution: int, progress: bool) -> None:
+    from tqdm.auto import tqdm
+
+    from toolkit.geometry.meshing import save_mesh
+    from toolkit.oflow.data import (
+        NEAR_DIR,
+        near_surface_samples,
+        write_pcl_frame,
+        write_points_frame,
+        write_split,
+    )
+
     identities, plan = dataset_plan(sequences, seed)
     bodies = {}
     for k, p in enumerate(plan):
@@ -1027,7 +1044,8 @@ def write_body_dataset(out: str | os.PathLike, *, sequences: int = 12, frames: i
     bar.close()
     splits = {s: [p.name for p in plan if p.split == s] for s in SPLITS}
     for s, names in splits.items():
-        write_split(root, s, names)
+        if names:  # an empty list is a problem for validate_dataset: small datasets lack some splits
+            write_split(root, s, names)
     held_ids = sorted({identities[p.identity].id for p in plan if p.split == "test_new_individual"})
     meta = {"body_model": BODY_MODEL, "seed": int(seed), "frames": [lo_f, hi_f], "n_points": n_points,
             "n_pcl": n_pcl, "n_near": n_near, "mesh_resolution": mesh_resolution, "held_out_identities": held_ids,
@@ -1035,7 +1053,6 @@ def write_body_dataset(out: str | os.PathLike, *, sequences: int = 12, frames: i
             "motions": {m.name: m.description for m in MOTIONS.values()},
             "splits": splits, "sequences": {name: b.to_dict() for name, b in bodies.items()}}
     atomic_save_text(root / "bodies.json", json.dumps(meta, indent=2))
-    return out
 
 
 BODY_FILE = "body.json"

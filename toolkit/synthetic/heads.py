@@ -482,7 +482,7 @@ def portrait_cameras(views: int, rng: np.random.Generator, projection: str = "or
 
 def write_portrait_dataset(out: str | os.PathLike, *, instances: int = 8, views: int = 12, size: int = 128,
                            projection: str = "ortho", seed: int = 0, device: str | torch.device = "cpu",
-                           depth: bool = True) -> Path:
+                           depth: bool = True, overwrite: bool = True) -> Path:
     """Write a SOF-format dataset of procedural portraits with their exact 3D ground truth.
 
     Instance i draws its head and cameras from ``np.random.default_rng([seed, i])``: view 00 is the
@@ -495,11 +495,19 @@ def write_portrait_dataset(out: str | os.PathLike, *, instances: int = 8, views:
     Rendering defaults to the CPU so that a seed gives the same files on every machine (a GPU may differ
     from it on a few grazing pixels).
 
+    The dataset is written into a sibling folder that becomes ``out`` when complete, so ``out`` never
+    mixes two runs' portraits and an interrupted run leaves nothing. An existing non-empty ``out`` is
+    replaced only with ``overwrite`` (the ``synth portraits`` command's ``--overwrite``) and only when it
+    is a portrait dataset written here before.
+
     Returns:
         The dataset root ``out``.
+    Raises:
+        DataError: ``out`` is a file, or a non-empty folder that may not be replaced.
     """
     from tqdm.auto import tqdm
 
+    from toolkit.io import staged_folder
     from toolkit.sof.data import write_instance, write_meta
 
     check_projection(projection)
@@ -508,21 +516,30 @@ def write_portrait_dataset(out: str | os.PathLike, *, instances: int = 8, views:
             raise ValueError(f"{name} must be >= 1; got {v}")
     out = Path(out)
     K = portrait_intrinsics(size, projection)
-    for i in tqdm(range(instances), desc="portraits", unit="instance"):
-        rng = np.random.default_rng([seed, i])
-        params = sample_head(rng)
-        cams = portrait_cameras(views, rng, projection)
-        cast = SyntheticHead(params).raycast(cams, K, size, size, projection=projection, device=device)
-        folder = out / f"{i:05d}"
-        write_instance(folder, cast.labels, cams, K, depth=cast.depth if depth else None)
-        record = {"generator": "toolkit.synthetic.heads", "seed": [int(seed), i], "params": params.to_dict()}
-        atomic_save_text(folder / HEAD_FILE, json.dumps(record, indent=2) + "\n")
-    setup = CAMERA_SETUPS[projection]
-    write_meta(out, projection=projection, image_size=size, generator="toolkit.synthetic.heads", seed=int(seed),
-               instances=int(instances), views=int(views), pixel_center=0.0,
-               cameras={"target": [0.0, 0.1, 0.0], "frontal_view": 0,
-                        **{k: list(v) if isinstance(v, tuple) else v for k, v in setup.items()}})
+    with staged_folder(out, overwrite=overwrite, owned=_is_portrait_dataset, what="dataset folder") as work:
+        for i in tqdm(range(instances), desc="portraits", unit="instance"):
+            rng = np.random.default_rng([seed, i])
+            params = sample_head(rng)
+            cams = portrait_cameras(views, rng, projection)
+            cast = SyntheticHead(params).raycast(cams, K, size, size, projection=projection, device=device)
+            folder = work / f"{i:05d}"
+            write_instance(folder, cast.labels, cams, K, depth=cast.depth if depth else None)
+            record = {"generator": "toolkit.synthetic.heads", "seed": [int(seed), i], "params": params.to_dict()}
+            atomic_save_text(folder / HEAD_FILE, json.dumps(record, indent=2) + "\n")
+        setup = CAMERA_SETUPS[projection]
+        write_meta(work, projection=projection, image_size=size, generator="toolkit.synthetic.heads",
+                   seed=int(seed), instances=int(instances), views=int(views), pixel_center=0.0,
+                   cameras={"target": [0.0, 0.1, 0.0], "frontal_view": 0,
+                            **{k: list(v) if isinstance(v, tuple) else v for k, v in setup.items()}})
     return out
+
+
+def _is_portrait_dataset(folder: Path) -> bool:
+    """Whether ``folder`` is a dataset :func:`write_portrait_dataset` wrote (its meta.json says so)."""
+    try:
+        return json.loads((folder / "meta.json").read_text()).get("generator") == "toolkit.synthetic.heads"
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 # ----------------------------------------------------------------------------------------------------
