@@ -31,7 +31,22 @@ import numpy as np
 import torch
 from torch import nn
 
-from toolkit.config import from_dict, load_config_dict
+from toolkit.config import (
+    DEVICE,
+    Rule,
+    above,
+    at_least,
+    check_fields,
+    declare_checks,
+    each,
+    from_dict,
+    kwargs_of,
+    load_config_dict,
+    nested,
+    non_empty,
+    one_of,
+    within,
+)
 from toolkit.io import DataError, atomic_save_text, atomic_write
 from toolkit.oflow.data import PCL_DIR, POINTS_DIR, SequenceDataset, find_sequences, list_frames
 from toolkit.oflow.evaluate import (
@@ -43,11 +58,13 @@ from toolkit.oflow.evaluate import (
 from toolkit.oflow.losses import STAGES, OFlowLosses, compute_losses
 from toolkit.oflow.model import PRESETS, OccupancyFlow, OFlowConfig, preset
 from toolkit.oflow.model import load_checkpoint as load_model_checkpoint
-from toolkit.oflow.ode import ODE_PRESETS, ode_preset, resolve_options
+from toolkit.oflow.ode import ODE_PRESETS, ODEOptions, ode_preset, resolve_options
 from toolkit.training import (
+    AMP_MODES,
     Callback,
     Trainer,
     TrainerConfig,
+    data_fingerprint,
     latest_checkpoint,
     load_checkpoint,
     step_schedule,
@@ -194,6 +211,7 @@ class OFlowTrainConfig:
                 raise TypeError(f"{name} must be a mapping; got {type(getattr(self, name)).__name__}")
         if not 0.0 < self.iou_threshold < 1.0:
             raise ValueError(f"iou_threshold must be in (0, 1); got {self.iou_threshold}")
+        check_fields(self)
 
     def model_config(self) -> OFlowConfig:
         """The model's sizes: the preset (quick-cut if asked), the overrides, ``seq_len = length``, the solver."""
@@ -211,6 +229,37 @@ class OFlowTrainConfig:
         except TypeError as exc:
             raise ValueError(f"ode_overrides: {exc}") from exc
         return cfg.replace(**over, seq_len=self.length, ode=ode)
+
+
+def _body_kwargs():
+    from toolkit.synthetic.bodies import write_body_dataset
+
+    return kwargs_of(write_body_dataset, exclude=("out", "overwrite"), sequences=at_least(1), seed=at_least(0),
+                     frames=Rule(lambda f: f >= 1 if isinstance(f, int) else 1 <= f[0] <= f[1],
+                                 ">= 1 (or a range [lo, hi], 1 <= lo <= hi)"),
+                     n_points=at_least(1), n_pcl=at_least(1), n_near=at_least(0), mesh_resolution=at_least(2),
+                     category=non_empty())
+
+
+declare_checks(
+    OFlowTrainConfig, data_root=non_empty(), synthetic=_body_kwargs(), model_preset=one_of(sorted(PRESETS)),
+    model_overrides=nested(OFlowConfig, exclude=("ode",), construct=False, dim=at_least(1), seq_len=at_least(1),
+                           c_dim=at_least(0), z_dim=at_least(0), encoder_hidden=at_least(1),
+                           encoder_blocks=at_least(1), latent_hidden=at_least(1), latent_blocks=at_least(1),
+                           decoder_hidden=at_least(1), decoder_blocks=at_least(1), vf_hidden=at_least(1),
+                           vf_blocks=at_least(1)),
+    ode=one_of(sorted(ODE_PRESETS)),
+    ode_overrides=nested(ODEOptions, label="ODE option", construct=False, rtol=above(0), atol=above(0),
+                         step_size=above(0), num_steps=at_least(1)),
+    stage=one_of(STAGES), near_surface=within(0, 1), corr_times=at_least(1), w_velocity=at_least(0),
+    val_frames=one_of("all", "t0"), vae_beta=at_least(0), w_recon=at_least(0), w_corr=at_least(0),
+    length=at_least(2), offset=at_least(0), stride=at_least(1), n_input_points=at_least(1),
+    input_noise=at_least(0), n_points=at_least(1), n_points_t=at_least(1), n_corr_points=at_least(1),
+    n_eval_points=at_least(1), val_max_windows=at_least(1), iou_threshold=within(0, 1, open_low=True, open_high=True),
+    batch_size=at_least(1), lr=above(0), lr_milestones=each(at_least(1)), lr_gamma=within(0, 1, open_low=True),
+    max_steps=at_least(1), log_every=at_least(1), val_every=at_least(0), ckpt_every=at_least(0),
+    grad_clip=above(0), seed=at_least(0), out_dir=non_empty(), device=DEVICE, amp=one_of(AMP_MODES),
+    num_workers=at_least(0))
 
 
 _NUMERIC = {**dict.fromkeys(("vae_beta", "w_recon", "w_corr", "w_velocity", "near_surface", "input_noise",
@@ -352,7 +401,9 @@ def train(config: OFlowTrainConfig, *, callbacks: Sequence[Callback] = (), resum
                          out_dir=str(run_dir), progress=progress, num_workers=config.num_workers)
     trainer = Trainer(trainable, optimizer, oflow_step, config=tcfg, data=train_set, val_fn=val_fn,
                       meta=_meta(config, model_cfg, train_set), callbacks=callbacks,
-                      scheduler=step_schedule(optimizer, config.lr_milestones, config.lr_gamma))
+                      scheduler=step_schedule(optimizer, config.lr_milestones, config.lr_gamma),
+                      fingerprint=data_fingerprint(root, _meta(config, model_cfg, train_set)["data"]["sequences"],
+                                                   val_split=config.val_split))
     trainer_ref.append(trainer)
     history = trainer.fit(resume=resume, max_steps=stop_at)
     return TrainResult(model, history, run_dir, latest_checkpoint(run_dir), config)

@@ -24,15 +24,39 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from toolkit.config import from_dict, load_config_dict
+from toolkit.config import (
+    DEVICE,
+    above,
+    at_least,
+    check_fields,
+    declare_checks,
+    each,
+    from_dict,
+    kwargs_of,
+    load_config_dict,
+    nested,
+    non_empty,
+    one_of,
+    within,
+)
 from toolkit.io import DataError
 from toolkit.metrics import MIoUResult, segmentation_miou
 from toolkit.sof.alignment import PortraitCameras, mask_similarity
-from toolkit.sof.data import SofDataset, Split, make_split, read_dataset, resize_labels_nearest
+from toolkit.sof.data import RAY_SAMPLINGS, SofDataset, Split, make_split, read_dataset, resize_labels_nearest
 from toolkit.sof.losses import LossWeights, sof_losses
-from toolkit.sof.model import SOFModel, SOFModelConfig, load_original_state_dict, model_config
+from toolkit.sof.model import MODEL_PRESETS, SOFModel, SOFModelConfig, load_original_state_dict, model_config
 from toolkit.sof.render import intrinsics_for_size
-from toolkit.training import Callback, Trainer, TrainerConfig, load_checkpoint, step_schedule
+from toolkit.synthetic.heads import write_portrait_dataset
+from toolkit.training import (
+    AMP_MODES,
+    Callback,
+    Trainer,
+    TrainerConfig,
+    check_run_fingerprint,
+    data_fingerprint,
+    load_checkpoint,
+    step_schedule,
+)
 
 STAGES = ("multiview", "inverse")
 
@@ -119,6 +143,22 @@ class SofTrainConfig:
             raise ValueError(f"unknown code_init {self.code_init!r}; valid: {list(CODE_INITS)}")
         if self.stage == "inverse" and not self.checkpoint:
             raise ValueError("stage 'inverse' needs `checkpoint` (a stage-1 checkpoint)")
+        check_fields(self)
+
+
+declare_checks(
+    SofTrainConfig, stage=one_of(STAGES), model_preset=one_of(sorted(MODEL_PRESETS)),
+    synthetic=kwargs_of(write_portrait_dataset, exclude=("out", "device", "overwrite"), instances=at_least(1),
+                        views=at_least(1), size=at_least(1), seed=at_least(0)),
+    model_overrides=nested(SOFModelConfig, exclude=("num_instances", "projection", "num_classes")),
+    image_size=at_least(1), num_rays=at_least(1), ray_sampling=one_of(RAY_SAMPLINGS), batch_size=at_least(1),
+    lr=above(0), lr_milestones=each(at_least(1)), lr_gamma=within(0, 1, open_low=True), max_steps=at_least(0),
+    log_every=at_least(1), val_every=at_least(0), ckpt_every=at_least(0), keep_last=at_least(1),
+    loss=nested(LossWeights, segmentation=at_least(0), negative_depth=at_least(0), latent=at_least(0),
+                depth_supervision=at_least(0)),
+    val_views_per_instance=at_least(0), val_image_size=at_least(1), val_max_views=at_least(1), seed=at_least(0),
+    out_dir=non_empty(), device=DEVICE, amp=one_of(AMP_MODES), fit_views=each(at_least(0)), camera_lr=above(0),
+    unfreeze_at=at_least(0), network_lr=above(0))
 
 
 class SofTrainable(nn.Module):
@@ -171,6 +211,9 @@ def train_multiview(config: SofTrainConfig, *, callbacks: Sequence[Callback] = (
     """
     root = _ensure_data(config)
     run_dir = _resolve(config.out_dir)
+    fingerprint = data_fingerprint(root, read_dataset(root, check_labels=False).instance_names)
+    if resume:  # before split.json is read: it belongs to the data the run started on
+        check_run_fingerprint(run_dir, fingerprint)
     split_path = run_dir / "split.json"
     split = Split.load(split_path) if resume and split_path.exists() else make_split(
         root, val_views_per_instance=config.val_views_per_instance, seed=config.seed)
@@ -190,8 +233,9 @@ def train_multiview(config: SofTrainConfig, *, callbacks: Sequence[Callback] = (
     val_fn = (lambda m: miou_logs(evaluate_views(m.sof, root, val_samples, config.val_image_size,
                                                  instances=split.instances))) if val_samples else None
     meta = _meta(config, sof, train_set, split)
-    trainer = _trainer(trainable, optimizer, config, train_set, val_fn, meta, callbacks, run_dir, progress)
-    split.save(split_path)
+    trainer = _trainer(trainable, optimizer, config, train_set, val_fn, meta, [_SaveSplit(split, split_path),
+                                                                             *callbacks], run_dir, progress,
+                       fingerprint)
     history = trainer.fit(resume=resume, max_steps=stop_at)
     return TrainResult(sof, history, run_dir, _latest(run_dir), split)
 
@@ -245,11 +289,28 @@ def fit_codes(config: SofTrainConfig, *, callbacks: Sequence[Callback] = (), res
 
     meta = _meta(config, sof, train_set, split)
     run_dir = _resolve(config.out_dir)
-    trainer = _trainer(trainable, optimizer, config, train_set, val_fn if val_samples else None, meta, callbacks,
-                       run_dir, progress)
-    split.save(run_dir / "split.json")
+    trainer = _trainer(trainable, optimizer, config, train_set, val_fn if val_samples else None, meta,
+                       [_SaveSplit(split, run_dir / "split.json"), *callbacks], run_dir, progress,
+                       data_fingerprint(root, names, fit_views=fit_views))
     history = trainer.fit(resume=resume, max_steps=stop_at)
     return TrainResult(sof, history, run_dir, _latest(run_dir), split)
+
+
+class _SaveSplit(Callback):
+    """Write the run's split.json once the trainer holds the run folder (and has checked its data)."""
+
+    def __init__(self, split: Split, path: Path):
+        self.split, self.path = split, path
+
+    def on_fit_start(self, trainer):
+        if not trainer.is_main:
+            return
+        try:
+            unchanged = Split.load(self.path) == self.split
+        except DataError:
+            unchanged = False
+        if not unchanged:
+            self.split.save(self.path)
 
 
 class _Unfreeze(Callback):
@@ -451,7 +512,8 @@ def sof_step(model: SofTrainable, batch: dict[str, torch.Tensor], weights: LossW
     return losses.total, logs
 
 
-def _trainer(trainable, optimizer, config: SofTrainConfig, train_set, val_fn, meta, callbacks, run_dir, progress):
+def _trainer(trainable, optimizer, config: SofTrainConfig, train_set, val_fn, meta, callbacks, run_dir, progress,
+             fingerprint=None):
     weights = from_dict(LossWeights, dict(config.loss), "loss")
     # A dataset smaller than one batch (e.g. two single-view portraits in stage 2) trains on all of it.
     tcfg = TrainerConfig(max_steps=config.max_steps, batch_size=min(config.batch_size, len(train_set)),
@@ -461,7 +523,7 @@ def _trainer(trainable, optimizer, config: SofTrainConfig, train_set, val_fn, me
                          keep_last=config.keep_last)
     scheduler = step_schedule(optimizer, config.lr_milestones, config.lr_gamma)
     return Trainer(trainable, optimizer, lambda m, b: sof_step(m, b, weights), config=tcfg, data=train_set,
-                   val_fn=val_fn, meta=meta, callbacks=callbacks, scheduler=scheduler)
+                   val_fn=val_fn, meta=meta, callbacks=callbacks, scheduler=scheduler, fingerprint=fingerprint)
 
 
 def _depth_supervised(config: SofTrainConfig) -> bool:
