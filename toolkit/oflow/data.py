@@ -29,6 +29,7 @@ import hashlib
 import json
 import os
 import re
+import warnings
 import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -320,6 +321,9 @@ def find_sequences(root: str | os.PathLike, split: str | Sequence[str] | None = 
     containers = _containers(root)
     if not containers:
         raise DataError(root, "no sequences found: expected <root>/[<category>/]<sequence>/{points_seq,pcl_seq}/")
+    bad_names = [p for c, _ in containers for p in [c, *_subdirs(c)] if _name_problems(p)]
+    if bad_names:
+        raise DataError(bad_names[0], _name_problems(bad_names[0])[0].message)
     if split is None:
         return [SequenceInfo(d, cat, d.name) for c, cat in containers for d in _subdirs(c) if is_sequence_dir(d)]
     if isinstance(split, str):
@@ -477,20 +481,27 @@ def cache_folder(seq_dir: str | os.PathLike, cache_dir: str | os.PathLike | None
 # Validation
 # ---------------------------------------------------------------------------------------------------------
 
-def validate_dataset(path: str | os.PathLike) -> list[Problem]:
+def validate_dataset(path: str | os.PathLike, *, window: int | None = None) -> list[Problem]:
     """Check a dataset root, a category folder, one sequence (or one field folder / frame file).
 
     Never raises on broken data: every problem is collected with the file (or folder) it concerns.
     Checks: folder structure and empty sequence folders; ``%08d.npz`` names and consecutive numbers;
     corrupt archives; keys, dtypes, shapes and finite values of every frame; packed occupancy length
     against the point count; equal point counts in every frame (pcl correspondences need them);
-    points_seq and pcl_seq holding the same frames with the same loc/scale; split lists naming only
-    existing sequences.
+    points_seq and pcl_seq holding the same frames with the same loc/scale; folder names that are not
+    UTF-8; split lists that are empty, list a sequence twice, have CRLF line endings or name missing
+    sequences; with ``window``, sequences shorter than a ``window``-frame window (training skips them).
 
     Returns:
         The problems found; empty when the dataset is valid.
     """
-    path = Path(path)
+    problems = _validate(Path(path))
+    if window is not None:
+        problems += _short_sequences(Path(path), int(window))
+    return problems
+
+
+def _validate(path: Path) -> list[Problem]:
     if not path.exists():
         return [Problem(path, "no such file or folder")]
     if path.is_file():
@@ -503,7 +514,7 @@ def validate_dataset(path: str | os.PathLike) -> list[Problem]:
     if path.name in FIELD_DIRS and not is_sequence_dir(path):
         path = path.parent
     if is_sequence_dir(path):
-        return _sequence_problems(path)
+        return _name_problems(path) + _sequence_problems(path)
     containers = _containers(path)
     if not containers:
         return [Problem(path, "no sequences found: expected <root>/[<category>/]<sequence>/{points_seq,pcl_seq}/")]
@@ -512,9 +523,10 @@ def validate_dataset(path: str | os.PathLike) -> list[Problem]:
     for folder in sorted(container_paths | {path}):
         for child in _subdirs(folder):
             if child in container_paths:
+                problems += _name_problems(child)
                 continue
             if is_sequence_dir(child):
-                problems += _sequence_problems(child)
+                problems += _name_problems(child) + _sequence_problems(child)
             else:
                 problems.append(Problem(child, f"empty sequence folder: neither {POINTS_DIR}/ nor {PCL_DIR}/"))
         for lst in sorted(folder.glob(f"*{SPLIT_SUFFIX}")):
@@ -612,9 +624,14 @@ class SequenceDataset(torch.utils.data.Dataset):
             self._packs.append(pack)
             self.windows += [(i, s) for s in subsequence_starts(pack.n_frames, length=self.length,
                                                                  offset=self.offset, stride=self.stride)]
+        used = {i for i, _ in self.windows}
+        short = [seq.name for i, seq in enumerate(self.sequences) if i not in used]
         if not self.windows:
             raise DataError(self.root, f"no window of {self.length} frames after offset {self.offset} in "
                                        f"{len(self.sequences)} sequence(s)")
+        if short:
+            warnings.warn(f"{self.root}: {len(short)} sequence(s) have fewer than offset + length = "
+                          f"{self.offset + self.length} frames and are not used: {_short(short)}", stacklevel=2)
 
     def set_epoch(self, epoch: int) -> None:
         """Draw different (but reproducible) training samples in each epoch."""
@@ -751,12 +768,20 @@ def _containers(root: Path) -> list[tuple[Path, str]]:
     return out
 
 
-def _read_split(lst: Path) -> list[str]:
+def _read_split(lst: Path, check: bool = True) -> list[str]:
+    """The names of a split list; with ``check``, an empty list or one naming a sequence twice is an error."""
     try:
         text = lst.read_text()
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(lst, f"unreadable split list ({exc})") from exc
-    return [line.strip() for line in text.splitlines() if line.strip()]
+    names = [line.strip() for line in text.splitlines() if line.strip()]
+    if check:
+        if not names:
+            raise DataError(lst, "empty split list: no sequence names")
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise DataError(lst, f"sequences {twice} are listed more than once (each would count several times)")
+    return names
 
 
 def _resolve_in(container: Path, category: str, name: str, lst: Path | None) -> SequenceInfo:
@@ -931,6 +956,32 @@ def _sequence_problems(seq: Path) -> list[Problem]:
     return problems
 
 
+def _name_problems(folder: Path) -> list[Problem]:
+    try:
+        folder.name.encode("utf-8")
+    except UnicodeEncodeError:
+        return [Problem(folder, f"folder name {folder.name!a} is not valid UTF-8: rename it (sequence names are "
+                                "stored in checkpoints and split lists)")]
+    return []
+
+
+def _short_sequences(path: Path, window: int) -> list[Problem]:
+    """Sequences with fewer than ``window`` frames (no training or evaluation window fits)."""
+    try:
+        sequences = find_sequences(path)
+    except DataError:
+        return []
+    problems = []
+    for info in sequences:
+        counts = [len([p for p in (info.path / f).glob("*.npz") if FRAME_RE.match(p.name)])
+                  for f in FIELD_DIRS if (info.path / f).is_dir()]
+        n = max(counts, default=0)
+        if n < window:
+            problems.append(Problem(info.path, f"{n} frame(s), fewer than a {window}-frame window: training and "
+                                               "evaluation skip this sequence"))
+    return problems
+
+
 def _frame_file_problems(path: Path, field: str) -> tuple[list[Problem], dict | None]:
     """Problems of one frame file, and its point count/loc/scale when readable."""
     try:
@@ -987,10 +1038,15 @@ def _frame_problems(field: str, arrays: dict[str, np.ndarray]) -> list[str]:
 
 def _split_problems(lst: Path, folder: Path, containers=None) -> list[Problem]:
     try:
-        names = _read_split(lst)
+        names = _read_split(lst, check=False)
     except DataError as exc:
         return [Problem(lst, exc.problem)]
     problems = []
+    if not names:
+        problems.append(Problem(lst, "empty split list: no sequence names (write one name per line, or delete it)"))
+    if b"\r" in lst.read_bytes():
+        problems.append(Problem(lst, "Windows (CRLF) line endings: the original's loader keeps the \\r in the "
+                                     "names and finds no sequence; convert it to LF (e.g. dos2unix)"))
     seen = set()
     for line, name in enumerate(names, 1):
         if name in seen:

@@ -868,6 +868,9 @@ def _scan(root: Path, projection: str | None, check_labels: bool) -> tuple[SofDa
                                       f"seg_XX.png, {CAM2WORLD_FILE}, {INTRINSICS_FILE}){hint}"))
     instances = {}
     for name in names:
+        if not _is_utf8(name):
+            problems.append(Problem(root / name, f"folder name {name!a} is not valid UTF-8: rename it (instance "
+                                                 "names are stored in checkpoints and split files)"))
         scan = _scan_instance(root / name, meta, set(exclusions.get(name, ())), check_labels)
         problems += scan.problems
         if scan.instance is not None:
@@ -887,9 +890,17 @@ def _scan_instance(folder: Path, meta: SofMeta, excluded: set[int], check_labels
     segs: dict[int, list[Path]] = {}
     vis: dict[int, Path] = {}
     depths: dict[int, Path] = {}
+    unusable: set[int] = set()  # view ids whose seg_XX.png is not a file (reported once, as that)
     for path in sorted(folder.iterdir()):
         name = path.name
-        if name.startswith(".") or not path.is_file():
+        if name.startswith("."):
+            continue
+        if not path.is_file():
+            if _SEG_RE.match(name) or _VIS_RE.match(name) or _DEPTH_RE.match(name) or \
+                    (not path.is_dir() and path.suffix.lower() in _IMAGE_SUFFIXES):
+                problems.append(Problem(path, _not_a_file(path)))
+                if m := _SEG_RE.match(name):
+                    unusable.add(int(m.group(1)))
             continue
         if m := _SEG_RE.match(name):
             segs.setdefault(int(m.group(1)), []).append(path)
@@ -911,7 +922,7 @@ def _scan_instance(folder: Path, meta: SofMeta, excluded: set[int], check_labels
         problems.append(Problem(folder, "no seg_XX.png label maps" + (" (only seg_vis_XX.png visualisations)"
                                                                       if vis else "")))
     for v, path in sorted(vis.items()):
-        if v not in label_files:
+        if v not in label_files and v not in unusable:
             problems.append(Problem(path, f"visualisation without its label map seg_{v:02d}.png"))
     if vis:  # the original enumerated views by seg_vis files; its CleanData deleted them to drop views
         for v, path in label_files.items():
@@ -933,7 +944,10 @@ def _scan_instance(folder: Path, meta: SofMeta, excluded: set[int], check_labels
         problems.append(Problem(folder, f"depth_XX.png maps need {ZRANGE_FILE} (near/far per view) to be read"))
     cameras_ok = len(problems) == n_before
     if check_labels:
-        _check_label_maps(label_files, checked, meta, problems)
+        shapes = _check_label_maps(label_files, checked, meta, problems)
+        if intrinsics is not None:
+            _check_principal_points(folder / INTRINSICS_FILE, intrinsics, shapes, problems)
+        _check_depth_maps({v: p for v, p in depths.items() if v in shapes}, shapes, problems)
 
     instance = None
     if cameras_ok and view_ids and cam2world is not None and intrinsics is not None:
@@ -1024,7 +1038,8 @@ def _read_zrange(folder: Path, rows: int, checked: list[int], problems: list[Pro
 
 
 def _check_label_maps(label_files: dict[int, Path], checked: list[int], meta: SofMeta,
-                      problems: list[Problem]) -> None:
+                      problems: list[Problem]) -> dict[int, tuple[int, int]]:
+    """Read every checked label map; returns the (H, W) of the readable ones."""
     shapes = {}
     for v in checked:
         try:
@@ -1042,6 +1057,49 @@ def _check_label_maps(label_files: dict[int, Path], checked: list[int], meta: So
             if shape != common:
                 problems.append(Problem(label_files[v], f"image size {shape[1]}x{shape[0]} differs from the other "
                                                         f"views of this instance ({common[1]}x{common[0]})"))
+    return shapes
+
+
+PRINCIPAL_POINT_TOLERANCE = 0.15
+"""Largest offset of a principal point from its image's centre, as a fraction of the image side. Real
+cameras and the toolkit's crops have it near the centre; a K written for another image size (e.g. 32 px
+intrinsics beside 64 px label maps, which training would silently rescale) is off by a quarter or more."""
+
+
+def _check_principal_points(path: Path, K: np.ndarray, shapes: dict[int, tuple[int, int]],
+                            problems: list[Problem]) -> None:
+    bad = []
+    for v, (h, w) in sorted(shapes.items()):
+        if v >= len(K):
+            continue
+        cx, cy = float(K[v, 0, 2]), float(K[v, 1, 2])
+        if not (math.isfinite(cx) and math.isfinite(cy)):
+            continue
+        off = max(abs(cx - w / 2) / w, abs(cy - h / 2) / h)
+        if off > PRINCIPAL_POINT_TOLERANCE:
+            where = "outside the image" if not (0 <= cx <= w and 0 <= cy <= h) else "far from the image centre"
+            bad.append(f"view {v}: principal point ({cx:g}, {cy:g}) is {where} ({w / 2:g}, {h / 2:g}) of its "
+                       f"{w}x{h} label map")
+    if bad:
+        problems.append(Problem(path, "; ".join(bad[:3]) + (f"; and {len(bad) - 3} more view(s)" if len(bad) > 3
+                                                           else "")
+                                + ": intrinsic.npy must describe the stored PNGs (was it written for another "
+                                  "image size?)"))
+
+
+def _check_depth_maps(depths: dict[int, Path], shapes: dict[int, tuple[int, int]], problems: list[Problem]) -> None:
+    for v, path in sorted(depths.items()):
+        try:
+            mode, codes = read_png(path)
+        except DataError as exc:
+            problems.append(Problem(path, exc.problem))
+            continue
+        if mode not in ("L", "I;16", "I") or codes.ndim != 2:
+            problems.append(Problem(path, f"mode {mode} shape {codes.shape}; expected a single-channel 8- or "
+                                          "16-bit depth map"))
+        elif codes.shape != shapes[v]:
+            problems.append(Problem(path, f"size {codes.shape[1]}x{codes.shape[0]} differs from its label map's "
+                                          f"{shapes[v][1]}x{shapes[v][0]}"))
 
 
 def _parse_meta(root: Path, projection: str | None) -> tuple[SofMeta, list[Problem]]:
@@ -1172,3 +1230,19 @@ def _as_view_id(v, name: str) -> int:
 def _name_seed(seed: int, name: str) -> int:
     """A 64-bit seed from (seed, name), stable across processes and Python versions (unlike ``hash``)."""
     return int.from_bytes(hashlib.sha256(f"{int(seed)}\x00{name}".encode()).digest()[:8], "little")
+
+
+def _is_utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes, kept by Python as lone surrogates
+        return False
+    return True
+
+
+def _not_a_file(path: Path) -> str:
+    if path.is_symlink() and not path.exists():
+        return "a broken symlink (or a symlink loop); expected a PNG file"
+    if path.is_dir():
+        return "a folder; expected a PNG file"
+    return "not a regular file; expected a PNG file"
