@@ -10,12 +10,19 @@ Commands:
     eval sof|oflow CHECKPOINT DATA [--json OUT] [--split NAME] [--max-windows N] [--points N]
     fit sof CHECKPOINT MASKS_DIR OUT   fit single-view masks (codes, pose, alignment); scores and renders
     notebooks [--quick] [--only NAME] [--out DIR]
+
+Errors: one line on stderr, no traceback (``--debug`` shows it). Exit status 2 for usage errors (bad
+flags, bad ``--set`` or config values, unknown presets or notebooks), 1 for bad data and failed reads or
+writes, 130 when interrupted (training saves a checkpoint first and says where). Outputs are never
+overwritten without ``--overwrite``; datasets and ``points_seq`` appear whole or not at all.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import warnings
 from pathlib import Path
 
 
@@ -24,11 +31,12 @@ def _synth(args) -> int:
         from toolkit.synthetic.heads import write_portrait_dataset
 
         root = write_portrait_dataset(args.out, instances=args.instances, views=args.views, size=args.size,
-                                      projection=args.projection, seed=args.seed)
+                                      projection=args.projection, seed=args.seed, overwrite=args.overwrite)
     else:
         from toolkit.synthetic.bodies import write_body_dataset
 
-        root = write_body_dataset(args.out, sequences=args.sequences, frames=args.frames, seed=args.seed)
+        root = write_body_dataset(args.out, sequences=args.sequences, frames=args.frames, seed=args.seed,
+                                  overwrite=args.overwrite)
     print(f"wrote {root}")
     return 0
 
@@ -44,7 +52,7 @@ def _convert(args) -> int:
 def _occupancy(args) -> int:
     from toolkit.oflow.occupancy import write_occupancy_from_scan
 
-    out = write_occupancy_from_scan(args.sequence_dir)
+    out = write_occupancy_from_scan(args.sequence_dir, overwrite=args.overwrite)
     print(f"wrote {out}")
     return 0
 
@@ -63,16 +71,21 @@ def detect_format(path: Path) -> str:
 def _validate(args) -> int:
     fmt = args.format or detect_format(args.path)
     if fmt == "sof":
+        if args.window is not None:
+            raise UsageError("validate: --window applies to the oflow format (sequence windows) only")
         from toolkit.sof.data import validate_dataset
+
+        problems = validate_dataset(args.path)
     else:
         from toolkit.oflow.data import validate_dataset
-    problems = validate_dataset(args.path)
+
+        problems = validate_dataset(args.path, window=args.window)
     if problems:
-        print(f"{args.path}: {len(problems)} problem(s) ({fmt} format)")
+        print(_printable(f"{args.path}: {len(problems)} problem(s) ({fmt} format)"))
         for p in problems:
-            print(f"  {p}")
+            print(_printable(f"  {p}"))
         return 1
-    print(f"{args.path}: OK ({fmt} format)")
+    print(_printable(f"{args.path}: OK ({fmt} format)"))
     return 0
 
 
@@ -91,21 +104,41 @@ def _eval(args) -> int:
     else:
         from toolkit.oflow.train import evaluate_checkpoint
     if args.system == "sof":
-        if args.split or args.max_windows or args.points or args.field_iou or args.surface_points:
-            raise SystemExit("eval sof: --split, --max-windows, --points, --field-iou and --surface-points apply "
-                             "to oflow only (SOF scores the held-out views)")
+        oflow_only = [f for f, v in (("--split", args.split), ("--max-windows", args.max_windows),
+                                     ("--points", args.points), ("--field-iou", args.field_iou),
+                                     ("--surface-points", args.surface_points)) if v]
+        if oflow_only:
+            raise UsageError(f"eval sof: {', '.join(oflow_only)} apply to oflow only (SOF scores the held-out "
+                             "views)")
+    if args.json:
+        _check_json_target(args.json, args.overwrite)  # before the (long) evaluation
+    if args.system == "sof":
         result = evaluate_checkpoint(args.checkpoint, args.data)
     else:
         result = evaluate_checkpoint(args.checkpoint, args.data, split=args.split or "test",
                                      max_windows=args.max_windows, n_eval_points=args.points,
                                      field_iou=args.field_iou, n_surface_points=args.surface_points or 100_000)
     text = json.dumps(result, indent=2)
+    print(text, flush=True)  # the result is shown even if the JSON file cannot be written
     if args.json:
         from toolkit.io import atomic_save_text
 
         atomic_save_text(args.json, text + "\n")
-    print(text)
     return 0
+
+
+def _check_json_target(path: Path, overwrite: bool) -> None:
+    from toolkit.io import DataError
+
+    if path.is_dir():
+        raise DataError(path, "is a folder; --json needs a file name")
+    if path.exists() and not overwrite:
+        raise DataError(path, "exists; pass --overwrite to replace it")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise DataError(folder, "folder for --json not found")
+    if not os.access(folder, os.W_OK):
+        raise DataError(folder, "folder for --json is not writable")
 
 
 def _fit(args) -> int:
@@ -120,50 +153,89 @@ def _fit(args) -> int:
 
 
 def _notebooks(args) -> int:
-    from toolkit.notebooks import run_notebooks
+    from toolkit.notebooks import find_notebook, run_notebooks
 
+    if args.only is not None:
+        try:
+            find_notebook(args.only)
+        except ValueError as exc:
+            raise UsageError(f"notebooks --only: {exc}") from None
     run_notebooks(args.out, quick=args.quick, only=args.only)
     return 0
 
 
+class UsageError(ValueError):
+    """A command used the wrong way (exit status 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with errors as one line (``prog: error: ...``) and exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _count(minimum: int):
+    """argparse type: an integer >= ``minimum``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is not allowed: expected an integer >= {minimum}")
+        return value
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+_POSITIVE, _NON_NEGATIVE = _count(1), _count(0)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m toolkit", description=__doc__.split("\n\n")[0])
-    sub = p.add_subparsers(dest="command", required=True)
+    p = _Parser(prog="python -m toolkit", description=__doc__.split("\n\n")[0])
+    p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     s = sub.add_parser("synth", help="generate synthetic datasets")
-    ssub = s.add_subparsers(dest="kind", required=True)
+    ssub = s.add_subparsers(dest="kind", required=True, parser_class=_Parser)
     sp = ssub.add_parser("portraits", help="procedural semantic portraits (SOF format)")
     sp.add_argument("out", type=Path)
-    sp.add_argument("--instances", type=int, default=8)
-    sp.add_argument("--views", type=int, default=12)
-    sp.add_argument("--size", type=int, default=128)
+    sp.add_argument("--instances", type=_POSITIVE, default=8)
+    sp.add_argument("--views", type=_POSITIVE, default=12)
+    sp.add_argument("--size", type=_POSITIVE, default=128)
     sp.add_argument("--projection", choices=["ortho", "perspective"], default="ortho")
-    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--seed", type=_NON_NEGATIVE, default=0)
+    sp.add_argument("--overwrite", action="store_true", help="replace an earlier synthetic dataset in OUT")
     sp.set_defaults(func=_synth)
     sb = ssub.add_parser("bodies", help="procedural moving bodies (D-FAUST format)")
     sb.add_argument("out", type=Path)
-    sb.add_argument("--sequences", type=int, default=12)
-    sb.add_argument("--frames", type=int, default=17)
-    sb.add_argument("--seed", type=int, default=0)
+    sb.add_argument("--sequences", type=_POSITIVE, default=12)
+    sb.add_argument("--frames", type=_POSITIVE, default=17)
+    sb.add_argument("--seed", type=_NON_NEGATIVE, default=0)
+    sb.add_argument("--overwrite", action="store_true", help="replace an earlier synthetic dataset in OUT")
     sb.set_defaults(func=_synth)
 
     c = sub.add_parser("convert", help="convert external data")
-    csub = c.add_subparsers(dest="kind", required=True)
+    csub = c.add_subparsers(dest="kind", required=True, parser_class=_Parser)
     cc = csub.add_parser("celebamask", help="CelebAMask-HQ masks -> SOF single-view instances")
     cc.add_argument("masks_dir", type=Path)
     cc.add_argument("out", type=Path)
-    cc.add_argument("--size", type=int, default=128, help="stored label-map size (nearest resampling)")
+    cc.add_argument("--size", type=_POSITIVE, default=128, help="stored label-map size (nearest resampling)")
     cc.add_argument("--projection", choices=["ortho", "perspective"], default="ortho",
                     help="camera model of the default frontal camera")
     cc.set_defaults(func=_convert)
 
     o = sub.add_parser("occupancy", help="derive occupancy labels (points_seq) from a scan's pcl_seq")
     o.add_argument("sequence_dir", type=Path)
+    o.add_argument("--overwrite", action="store_true", help="replace points_seq derived by an earlier run")
     o.set_defaults(func=_occupancy)
 
     v = sub.add_parser("validate", help="check a dataset; exit 1 listing every problem")
     v.add_argument("path", type=Path)
     v.add_argument("--format", choices=["sof", "oflow"], default=None, help="default: detected")
+    v.add_argument("--window", type=_count(2), default=None, metavar="L",
+                   help="oflow: also report sequences shorter than an L-frame window (training skips them)")
     v.set_defaults(func=_validate)
 
     t = sub.add_parser("train", help="train a model from a YAML config")
@@ -176,15 +248,16 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("system", choices=["sof", "oflow"])
     e.add_argument("checkpoint", type=Path)
     e.add_argument("data", type=Path)
-    e.add_argument("--json", type=Path, default=None)
+    e.add_argument("--json", type=Path, default=None, help="also write the result to this file (printed first)")
+    e.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     e.add_argument("--split", default=None, help="oflow: split list to score (default test; e.g. test_new_individual)")
-    e.add_argument("--max-windows", type=int, default=None, help="oflow: score this many evenly spaced windows")
-    e.add_argument("--points", type=int, default=None,
+    e.add_argument("--max-windows", type=_POSITIVE, default=None, help="oflow: score this many evenly spaced windows")
+    e.add_argument("--points", type=_POSITIVE, default=None,
                    help="oflow: IoU points per frame, the first N of each file (default all, the original's 100k)")
     e.add_argument("--field-iou", action="store_true",
                    help="oflow: also score IoU on the field (every point transported to t=0; minutes per window on a "
                         "CPU); the default IoU tests the points against the propagated mesh, as the original")
-    e.add_argument("--surface-points", type=int, default=None,
+    e.add_argument("--surface-points", type=_POSITIVE, default=None,
                    help="oflow: points sampled on each predicted mesh for Chamfer (default 100000, the original's)")
     e.set_defaults(func=_eval)
 
@@ -195,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("out", type=Path, help="output folder: fit.json, fit.pt, codes.npz, renders/")
     f.add_argument("--config", default="fit_masks", help="stage-2 config, packaged name or YAML (default fit_masks)")
     f.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config entry")
-    f.add_argument("--size", type=int, default=128, help="resolution of scores and renders (default 128)")
+    f.add_argument("--size", type=_POSITIVE, default=128, help="resolution of scores and renders (default 128)")
     f.add_argument("--overwrite", action="store_true", help="replace an earlier fit in OUT")
     f.set_defaults(func=_fit)
 
@@ -208,14 +281,49 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; returns the exit status (errors are printed as one line, see the module docstring)."""
     args = build_parser().parse_args(argv)
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        warnings.filterwarnings("default", category=UserWarning)  # e.g. sequences skipped: say so every run
+        try:
+            return args.func(args)
+        except BaseException as exc:  # every error ends as one line and an exit status
+            if args.debug or isinstance(exc, SystemExit):
+                raise
+            code, message = _describe(exc)
+            print(_printable(message), file=sys.stderr)
+            return code
+
+
+def _describe(exc: BaseException) -> tuple[int, str]:
+    """(exit status, one-line message) of an error that ended a command."""
+    from toolkit.config import ConfigError
     from toolkit.io import DataError
 
-    try:
-        return args.func(args)
-    except (DataError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    if isinstance(exc, KeyboardInterrupt):
+        return 130, str(exc) if str(exc) else "interrupted"
+    if isinstance(exc, (ConfigError, UsageError)):
+        return 2, f"error: {exc}"
+    if isinstance(exc, DataError):
+        return 1, f"error: {exc}"
+    if isinstance(exc, OSError):
+        where = f"{exc.filename}: " if exc.filename else ""
+        return 1, f"error: {where}{exc.strerror or exc}"
+    if isinstance(exc, ValueError):  # a value the command cannot use (arguments, config relations)
+        return 2, f"error: {exc}"
+    text = str(exc).strip().splitlines()
+    return 1, (f"internal error: {type(exc).__name__}: {text[0] if text else ''} "
+               "(run with --debug for the traceback, and please report it)")
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(_printable(f"warning: {message}"), file=sys.stderr)
+
+
+def _printable(text: str) -> str:
+    """``text`` with undecodable file-name bytes (lone surrogates) shown as U+FFFD, so printing never fails."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 if __name__ == "__main__":
