@@ -122,11 +122,17 @@ def test_widget_builds_and_updates_when_forced(slicer, monkeypatch):
     assert [s.description for s in slider_box.children] == ["depth"]
     slicer.last_latency = None
     before = images[2].value
+    status = widget.children[1].children[1]
+    statuses = [status.value]
     controls["portrait"].value = 1
+    statuses.append(status.value)
     slider_box.children[0].value = 4.5
     assert slicer.last_latency is not None and images[2].value != before  # the ground-truth ball appeared
     # a plane switch shows that plane's own slider, at the middle of the subject
     controls["plane"].value = "z"
+    statuses.append(status.value)
+    # the status line, set after the images, differs after every update (its count), so a frontend sees it arrive
+    assert len(set(statuses)) == 3 and 'data-update="' in statuses[-1] and " ms</small>" in statuses[-1]
     z = slider_box.children[0]
     assert z.description == "z" and (z.min, z.max) == pytest.approx(slicer.offset_range("z"))
     assert z.value == pytest.approx(slicer.middle("z"), abs=z.step)

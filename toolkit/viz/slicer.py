@@ -290,7 +290,7 @@ class VolumeSlicer:
                                                                    if c], value=-1, description="3D")
         view3d_button = W.Button(description="show 3D")
         view3d_out = W.Output()
-        state: dict = {"slices": None}
+        state: dict = {"slices": None, "updates": 0}
 
         def draw_images():
             for k, (caption, img) in enumerate(self.panels(state["slices"], klass.value)):
@@ -304,7 +304,11 @@ class VolumeSlicer:
             state["slices"] = self.slices(plane.value, sliders[plane.value].value, instance.value)
             draw_images()
             self.last_latency = time.perf_counter() - start
-            status.value = f"<small>update: {1000 * self.last_latency:.0f} ms</small>"
+            state["updates"] += 1
+            # Set last, after every image, and different each time (the count): a frontend, or the browser
+            # test, sees from it that one whole update has arrived.
+            status.value = (f'<small data-update="{state["updates"]}">'
+                            f"update: {1000 * self.last_latency:.0f} ms</small>")
 
         def on_plane(change):
             slider_box.children = [sliders[change["new"]]]
