@@ -322,8 +322,8 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 
 def _printable(text: str) -> str:
-    """``text`` with undecodable file-name bytes (lone surrogates) shown as U+FFFD, so printing never fails."""
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    """``text`` with undecodable file-name bytes (lone surrogates) shown as ``\\xNN``, so printing never fails."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 if __name__ == "__main__":

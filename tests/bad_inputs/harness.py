@@ -280,8 +280,8 @@ def verdict(case: Case, result: Result) -> tuple[str, str]:
 def _contains(text: str, expected: str) -> bool:
     if expected.startswith("re:"):
         return re.search(expected[3:], text) is not None
-    # printed file names show undecodable bytes as U+FFFD
-    printable = expected.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    # printed file names show undecodable bytes as \xNN
+    printable = expected.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     return expected in text or printable in text
 
 
