@@ -83,7 +83,7 @@ def test_bad_masks_give_one_line_naming_the_file(tmp_path, capsys, kind, pattern
     err = capsys.readouterr().err
     assert code == 1 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert __import__("re").search(pattern, err), err
-    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "out").exists() and not (tmp_path / ".out.partial").exists()
 
 
 def test_a_checkpoint_of_the_other_system_is_named(tmp_path, capsys):

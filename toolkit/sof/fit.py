@@ -71,6 +71,20 @@ def fit_masks(checkpoint: str | os.PathLike, masks: str | os.PathLike, out: str 
     if work.exists():
         shutil.rmtree(work)  # left by an interrupted run
     work.mkdir(parents=True)
+    try:
+        report = _fit_into(work, base, checkpoint, masks, config, overrides, render_size, progress, start)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)  # nothing half-written is left beside OUT
+        raise
+    if out.exists():  # overwrite: only an earlier fit (checked above) is replaced
+        shutil.rmtree(out)
+    os.replace(work, out)
+    return report
+
+
+def _fit_into(work: Path, base, checkpoint, masks: Path, config, overrides, render_size: int, progress: bool,
+              start: float) -> dict:
+    """Everything of :func:`fit_masks` written into the staging folder ``work``."""
     data_root, stems = _prepare_masks(masks, work / "data", render_size)
     cfg_dict = load_config_dict("sof", config, [*overrides, f"checkpoint={checkpoint}", f"data_root={data_root}",
                                                 f"out_dir={work / 'run'}"])
@@ -100,9 +114,6 @@ def fit_masks(checkpoint: str | os.PathLike, masks: str | os.PathLike, out: str 
                     cam2world=arrays["cam2world"], intrinsics=arrays["intrinsics"])
     report["seconds"] = round(time.perf_counter() - start, 1)
     atomic_save_text(work / "fit.json", json.dumps(report, indent=2) + "\n")
-    if out.exists():  # overwrite: only an earlier fit (checked above) is replaced
-        shutil.rmtree(out)
-    os.replace(work, out)
     return report
 
 
