@@ -101,19 +101,24 @@ def _train(args) -> int:
 def _eval(args) -> int:
     if args.system == "sof":
         from toolkit.sof.train import evaluate_checkpoint
-    else:
+    elif args.system == "oflow":
         from toolkit.oflow.train import evaluate_checkpoint
-    if args.system == "sof":
-        oflow_only = [f for f, v in (("--split", args.split), ("--max-windows", args.max_windows),
-                                     ("--points", args.points), ("--field-iou", args.field_iou),
-                                     ("--surface-points", args.surface_points)) if v]
-        if oflow_only:
-            raise UsageError(f"eval sof: {', '.join(oflow_only)} apply to oflow only (SOF scores the held-out "
-                             "views)")
+    given = {"--split": args.split, "--max-windows": args.max_windows, "--points": args.points,
+             "--field-iou": args.field_iou, "--surface-points": args.surface_points, "--real": args.real,
+             "--pairs": args.pairs}
+    owner = {flag: "oflow-latent" if flag in ("--real", "--pairs") else "oflow" for flag in given}
+    wrong = [flag for flag, value in given.items() if value and owner[flag] != args.system]
+    if wrong:
+        raise UsageError(f"eval {args.system}: {', '.join(wrong)} apply to "
+                         f"{' and '.join(sorted({owner[f] for f in wrong}))} only")
     if args.json:
         _check_json_target(args.json, args.overwrite)  # before the (long) evaluation
     if args.system == "sof":
         result = evaluate_checkpoint(args.checkpoint, args.data)
+    elif args.system == "oflow-latent":
+        from toolkit.oflow.latent_eval import evaluate_latent
+
+        result = evaluate_latent(args.checkpoint, args.data, real=args.real, max_pairs=args.pairs or 12)
     else:
         result = evaluate_checkpoint(args.checkpoint, args.data, split=args.split or "test",
                                      max_windows=args.max_windows, n_eval_points=args.points,
@@ -160,8 +165,12 @@ def _notebooks(args) -> int:
             find_notebook(args.only)
         except ValueError as exc:
             raise UsageError(f"notebooks --only: {exc}") from None
-    run_notebooks(args.out, quick=args.quick, only=args.only)
-    return 0
+    runs = run_notebooks(args.out, quick=args.quick, full=args.full, only=args.only)
+    failed = [r for r in runs if r.error]
+    total = sum(r.seconds for r in runs)
+    print(f"{len(runs) - len(failed)}/{len(runs)} notebooks ran in {total / 60:.1f} min"
+          + "".join(f"\nFAILED {r.notebook.name}: {r.error}" for r in failed), flush=True)
+    return 1 if failed else 0
 
 
 class UsageError(ValueError):
@@ -245,7 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=_train)
 
     e = sub.add_parser("eval", help="evaluate a checkpoint on a dataset")
-    e.add_argument("system", choices=["sof", "oflow"])
+    e.add_argument("system", choices=["sof", "oflow", "oflow-latent"],
+                   help="sof: held-out views; oflow: 4D reconstruction metrics; oflow-latent: a generative "
+                        "model's motion codes (retrieval, transfer; DATA: synthetic bodies)")
     e.add_argument("checkpoint", type=Path)
     e.add_argument("data", type=Path)
     e.add_argument("--json", type=Path, default=None, help="also write the result to this file (printed first)")
@@ -259,6 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "CPU); the default IoU tests the points against the propagated mesh, as the original")
     e.add_argument("--surface-points", type=_POSITIVE, default=None,
                    help="oflow: points sampled on each predicted mesh for Chamfer (default 100000, the original's)")
+    e.add_argument("--real", type=Path, default=None,
+                   help="oflow-latent: a real sequence folder (pcl_seq): its own motion code against standing still")
+    e.add_argument("--pairs", type=_POSITIVE, default=None, help="oflow-latent: transfer pairs scored (default 12)")
     e.set_defaults(func=_eval)
 
     f = sub.add_parser("fit", help="fit single-view masks into a trained model (SOF stage 2)")
@@ -274,6 +288,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     n = sub.add_parser("notebooks", help="execute the notebooks headless")
     n.add_argument("--quick", action="store_true", help="QUICK=True: tiny sizes (CI, CPU laptop)")
+    n.add_argument("--full", action="store_true",
+                   help="FULL=True: training notebooks retrain their full schedules (hours on a CPU) instead of "
+                        "starting from the shipped checkpoints")
     n.add_argument("--only", default=None, help="one notebook by name or number")
     n.add_argument("--out", type=Path, default=Path("outputs/notebooks"))
     n.set_defaults(func=_notebooks)

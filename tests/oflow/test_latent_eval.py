@@ -46,8 +46,9 @@ def test_transfer_onto_its_own_body_is_the_models_own_reconstruction(bodies):
     model = build_model("generative", seq_len=5, z_dim=8, latent_hidden=16, latent_blocks=1, decoder_hidden=16, decoder_blocks=1,
         vf_hidden=16, vf_blocks=1).eval()
     ds = SequenceDataset(bodies, eval=True, occupancy=False, length=5, n_input_points=100, input_noise=0.0)
-    other = next(i for i, (s, _) in enumerate(ds.windows) if s != ds.windows[0][0])
-    rows = transfer_scores(model, ds, [(0, 0), (0, other)], n_points=300)
+    own_body = ds.sequences[ds.windows[0][0]].path
+    other_body = next(s.path for s in ds.sequences if s.name.split("_")[0] != own_body.name.split("_")[0])
+    rows = transfer_scores(model, ds, [(0, own_body), (0, other_body)], n_points=300)
     same, cross = rows
     assert same["transfer"] == same["own"] and same["source"] == same["target"]
     assert cross["source"] != cross["target"] and cross["static"] > 0
@@ -66,3 +67,27 @@ def test_real_gain_of_a_model_that_moves_nothing(tmp_path):
     gain = real_motion_gain(model, root / "s0", n_points=100, n_input_points=64)
     assert gain["own"] == pytest.approx(gain["static"]) and gain["gain"] == pytest.approx(0.0, abs=1e-6)
     assert gain["static"] > 0.05  # the sphere moves: 0.5 x (frames 1..4) / 4 on average in frame-0 units
+
+
+def test_cli_eval_oflow_latent_writes_the_figures(tmp_path, capsys):
+    import json
+
+    from toolkit.cli import main
+    from toolkit.synthetic.bodies import write_body_dataset
+
+    root = write_body_dataset(tmp_path / "b", sequences=8, frames=6, n_points=64, n_pcl=300, n_near=0,
+                              mesh_resolution=16, progress=False)
+    model = build_model("generative", seq_len=5, z_dim=4, latent_hidden=8, latent_blocks=1, decoder_hidden=8,
+                        decoder_blocks=1, vf_hidden=8, vf_blocks=1)
+    ckpt = tmp_path / "gen.pt"
+    torch.save({"model": model.state_dict(), "meta": {"system": "oflow", "model_config": model.config.to_dict(),
+                                                      "train_config": {"n_input_points": 64, "input_noise": 0.0}}},
+               ckpt)
+    out = tmp_path / "latent.json"
+    assert main(["eval", "oflow-latent", str(ckpt), str(root), "--json", str(out), "--pairs", "2"]) == 0
+    res = json.loads(out.read_text())
+    assert res["pairs"] == 2 and 0 < res["chance"] <= 0.5 and 0 <= res["retrieval_accuracy"] <= 1
+    assert res["transfer_error_ratio"] > 0 and res["transfer_vs_own"] > 0 and res["query_windows"] >= 1
+    assert json.loads(capsys.readouterr().out) == res  # printed first
+    assert main(["eval", "sof", str(ckpt), str(root), "--real", str(root)]) == 2
+    assert "--real apply to oflow-latent only" in capsys.readouterr().err

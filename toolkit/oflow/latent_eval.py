@@ -68,14 +68,15 @@ def motion_retrieval(reference: LatentTable, query: LatentTable) -> Retrieval:
 
 
 @torch.no_grad()
-def transfer_scores(model: Any, dataset: SequenceDataset, pairs: Sequence[tuple[int, int]], *,
+def transfer_scores(model: Any, dataset: SequenceDataset, pairs: Sequence[tuple[int, str | os.PathLike]], *,
                     n_points: int = 2000, seed: int = 0) -> list[dict[str, Any]]:
-    """Motion transfer between windows of procedural bodies, scored against the exact answer.
+    """Motion transfer onto procedural bodies, scored against the exact answer.
 
     Args:
         model: a generative model.
         dataset: evaluation windows (``eval=True``) of synthetic sequences (with ``body.json``).
-        pairs: (source window, target window) indices; the target's identity receives the source's motion.
+        pairs: (source window index in ``dataset``, target sequence folder): the target's identity receives
+            the source window's motion.
         n_points: surface points whose trajectories are compared.
     Returns:
         One dict per pair: source, target, start, and the mean errors ``transfer``, ``static``, ``own``.
@@ -83,18 +84,17 @@ def transfer_scores(model: Any, dataset: SequenceDataset, pairs: Sequence[tuple[
     from toolkit.oflow.evaluate import window_codes
 
     out = []
-    for s, t in pairs:
+    for s, target in pairs:
         item = dataset[s]
         seq_s, start = dataset.windows[s]
-        seq_t, _ = dataset.windows[t]
-        src, tgt = dataset.sequences[seq_s], dataset.sequences[seq_t]
-        case = synthetic_transfer_case(src.path, tgt.path, start=start, length=dataset.length, n_points=n_points,
+        src = dataset.sequences[seq_s]
+        case = synthetic_transfer_case(src.path, target, start=start, length=dataset.length, n_points=n_points,
                                        seed=seed, mesh_resolution=16)  # (its mesh is not used here)
         motion = window_codes(model, item["inputs"])
         moved = transfer_motion(model, motion, case.points[0]).vertices
         own = transfer_motion(model, motion, case.source_points[0]).vertices
         static = np.broadcast_to(case.points[0], case.points.shape)
-        out.append({"source": src.name, "target": tgt.name, "start": int(start),
+        out.append({"source": src.name, "target": Path(target).name, "start": int(start),
                     "transfer": trajectory_error(moved, case.points).mean,
                     "static": trajectory_error(static, case.points).mean,
                     "own": trajectory_error(own, case.source_points).mean})
@@ -137,7 +137,8 @@ def evaluate_latent(checkpoint: str | os.PathLike, data: str | os.PathLike, *,
         checkpoint: a generative (VAE) checkpoint.
         data: a synthetic dataset root (``write_body_dataset``: the transfer answers need ``body.json``).
         reference_split, query_split: windows whose codes are looked up, and those that look up (held-out
-            identities); transfer pairs are drawn among the query windows, between different identities.
+            identities). Transfer pairs carry a query window's motion (a person the model never saw) onto
+            the body of a reference identity.
         stride: step between the windows taken from each sequence.
         max_pairs: transfer pairs scored (evenly spread over all ordered pairs of query sequences).
         real: optional real sequence folder for :func:`real_motion_gain`.
@@ -166,10 +167,13 @@ def evaluate_latent(checkpoint: str | os.PathLike, data: str | os.PathLike, *,
     first = {}
     for i, (seq, _) in enumerate(query.windows):  # the first window of each query sequence
         first.setdefault(seq, i)
-    candidates = [(first[a], first[b]) for a in first for b in first
-                  if identity_name(query.sequences[a].name) != identity_name(query.sequences[b].name)]
+    bodies = {}
+    for info in reference.sequences:  # one sequence (body) per reference identity
+        bodies.setdefault(identity_name(info.name), info.path)
+    candidates = [(first[a], path) for a in first for who, path in bodies.items()
+                  if who != identity_name(query.sequences[a].name)]
     if not candidates:
-        raise DataError(root, f"split {query_split!r} has no two sequences of different identities to transfer between")
+        raise DataError(root, f"no reference identity other than those of split {query_split!r} to transfer onto")
     pick = np.unique(np.linspace(0, len(candidates) - 1, min(max_pairs, len(candidates))).round().astype(int))
     rows = transfer_scores(model, query, [candidates[i] for i in pick], n_points=n_points)
     mean = {k: float(np.mean([r[k] for r in rows])) for k in ("transfer", "static", "own")}
