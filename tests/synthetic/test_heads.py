@@ -229,8 +229,12 @@ def test_params_json_round_trip_and_errors(tmp_path):
     bad["skull_radii"] = [0.5, 0.6]
     with pytest.raises(ValueError, match="'skull_radii' must be a list of 3 numbers"):
         HeadParams.from_dict(bad)
-    (tmp_path / "head.json").write_text('{"params": {"hair_style": "short"}}')
+    (tmp_path / "head.json").write_text('{"head_model": 2, "params": {"hair_style": "short"}}')
     with pytest.raises(DataError, match="head.json: head parameters: unknown keys"):
+        load_head(tmp_path)
+    (tmp_path / "head.json").write_text('{"params": {"head_radii": [0.5, 0.6, 0.5]}}')  # an older generator's
+    with pytest.raises(DataError, match="head.json: written by head generator version 1, this toolkit builds "
+                                        "version 2.*synth portraits"):
         load_head(tmp_path)
     with pytest.raises(DataError, match="file not found"):
         load_head(tmp_path / "nowhere")

@@ -61,6 +61,10 @@ from toolkit.synthetic._heads_csg import CompiledScene, Part, Solid, rot_x, rot_
 CLIP_RADIUS = 1.45
 """Radius of the ball around the origin that contains every head (the label field is 0 outside)."""
 HEAD_FILE = "head.json"
+HEAD_MODEL = 2
+"""Version of the head generator written into ``head.json``: the same parameters mean another head under
+another version, so :func:`load_head` refuses other versions. 1: the first heads (small in a wide frame);
+2: canon proportions in face units, the frontal view the CelebA-HQ / FFHQ alignment crop."""
 PROBE_DEPTH = 1e-4
 """How far behind the first surface the renderer reads the label (world units; at most half the
 thickness of the part entered there)."""
@@ -457,6 +461,11 @@ def load_head(folder: str | os.PathLike) -> SyntheticHead:
         raise DataError(path, f"not readable JSON ({exc})") from exc
     if not isinstance(data, dict) or "params" not in data:
         raise DataError(path, "expected a JSON object with key 'params'")
+    # files written before the version was recorded: version 2 heads are the ones with a skull in face units
+    version = data.get("head_model", 2 if isinstance(data["params"], dict) and "skull_center" in data["params"] else 1)
+    if version != HEAD_MODEL:
+        raise DataError(path, f"written by head generator version {version}, this toolkit builds version {HEAD_MODEL} "
+                              "(aligned portraits): write the dataset again with `python -m toolkit synth portraits`")
     try:
         return SyntheticHead(HeadParams.from_dict(data["params"]))
     except (ValueError, TypeError) as exc:
@@ -524,7 +533,8 @@ def write_portrait_dataset(out: str | os.PathLike, *, instances: int = 8, views:
             cast = SyntheticHead(params).raycast(cams, K, size, size, projection=projection, device=device)
             folder = work / f"{i:05d}"
             write_instance(folder, cast.labels, cams, K, depth=cast.depth if depth else None)
-            record = {"generator": "toolkit.synthetic.heads", "seed": [int(seed), i], "params": params.to_dict()}
+            record = {"generator": "toolkit.synthetic.heads", "head_model": HEAD_MODEL, "seed": [int(seed), i],
+                      "params": params.to_dict()}
             atomic_save_text(folder / HEAD_FILE, json.dumps(record, indent=2) + "\n")
         setup = CAMERA_SETUPS[projection]
         write_meta(work, projection=projection, image_size=size, generator="toolkit.synthetic.heads",
