@@ -1,4 +1,4 @@
-"""Command line: ``python -m toolkit <command> ...`` for headless use, scripts and checks.
+"""Command line of the toolkit: python -m toolkit <command> ... for headless use, scripts and checks.
 
 Commands:
     synth portraits OUT     procedural semantic portraits in the SOF format
@@ -6,10 +6,10 @@ Commands:
     convert celebamask MASKS_DIR OUT   single-view CelebAMask-HQ masks -> SOF instances (default camera)
     occupancy SEQUENCE_DIR  derive occupancy labels (points_seq) from a real scan's pcl_seq
     validate PATH           check a dataset of either format; exit 1 listing every problem
-    train sof|oflow --config FILE [--set key=value ...]
-    eval sof|oflow CHECKPOINT DATA [--json OUT] [--split NAME] [--max-windows N] [--points N]
+    train sof|oflow --config NAME|FILE [--set key=value ...]
+    eval sof|oflow|oflow-latent CHECKPOINT DATA [--json OUT] [options]
     fit sof CHECKPOINT MASKS_DIR OUT   fit single-view masks (codes, pose, alignment); scores and renders
-    notebooks [--quick] [--only NAME] [--out DIR]
+    notebooks [--quick] [--full] [--only NAME] [--out DIR]
 
 Errors: one line on stderr, no traceback (``--debug`` shows it). Exit status 2 for usage errors (bad
 flags, bad ``--set`` or config values, unknown presets or notebooks), 1 for bad data and failed reads or
@@ -178,7 +178,23 @@ class UsageError(ValueError):
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, with errors as one line (``prog: error: ...``) and exit status 2."""
+    """argparse, with errors as one line (``prog: error: ...``) and exit status 2, and defaults in the help."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _DefaultsFormatter)
+        super().__init__(*args, **kwargs)
+
+
+class _DefaultsFormatter(argparse.HelpFormatter):
+    """Help with each option's default, where it has a meaningful one the help text does not state."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        trivial = action.default is None or action.default is False or action.default == [] \
+            or action.default is argparse.SUPPRESS
+        if not trivial and "default" not in text and action.option_strings:
+            text += " (default: %(default)s)"
+        return text
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
@@ -209,47 +225,53 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("synth", help="generate synthetic datasets")
     ssub = s.add_subparsers(dest="kind", required=True, parser_class=_Parser)
     sp = ssub.add_parser("portraits", help="procedural semantic portraits (SOF format)")
-    sp.add_argument("out", type=Path)
-    sp.add_argument("--instances", type=_POSITIVE, default=8)
-    sp.add_argument("--views", type=_POSITIVE, default=12)
-    sp.add_argument("--size", type=_POSITIVE, default=128)
-    sp.add_argument("--projection", choices=["ortho", "perspective"], default="ortho")
-    sp.add_argument("--seed", type=_NON_NEGATIVE, default=0)
+    sp.add_argument("out", type=Path, help="dataset folder to write")
+    sp.add_argument("--instances", type=_POSITIVE, default=8, help="portraits (one latent code each)")
+    sp.add_argument("--views", type=_POSITIVE, default=12, help="views per portrait; view 00 is the frontal aligned crop")
+    sp.add_argument("--size", type=_POSITIVE, default=128, help="label-map side in pixels")
+    sp.add_argument("--projection", choices=["ortho", "perspective"], default="ortho", help="camera model")
+    sp.add_argument("--seed", type=_NON_NEGATIVE, default=0, help="instance i is drawn from the generator seeded (seed, i)")
     sp.add_argument("--overwrite", action="store_true", help="replace an earlier synthetic dataset in OUT")
     sp.set_defaults(func=_synth)
     sb = ssub.add_parser("bodies", help="procedural moving bodies (D-FAUST format)")
-    sb.add_argument("out", type=Path)
-    sb.add_argument("--sequences", type=_POSITIVE, default=12)
-    sb.add_argument("--frames", type=_POSITIVE, default=17)
-    sb.add_argument("--seed", type=_NON_NEGATIVE, default=0)
+    sb.add_argument("out", type=Path, help="dataset root to write (<out>/synthetic/<sequence>/...)")
+    sb.add_argument("--sequences", type=_POSITIVE, default=12,
+                    help="identity x motion sequences, split like D-FAUST (train, val, test, new individual, new motion)")
+    sb.add_argument("--frames", type=_POSITIVE, default=17, help="frames per sequence (60 fps)")
+    sb.add_argument("--seed", type=_NON_NEGATIVE, default=0, help="seed of identities, motions and point draws")
     sb.add_argument("--overwrite", action="store_true", help="replace an earlier synthetic dataset in OUT")
     sb.set_defaults(func=_synth)
 
     c = sub.add_parser("convert", help="convert external data")
     csub = c.add_subparsers(dest="kind", required=True, parser_class=_Parser)
     cc = csub.add_parser("celebamask", help="CelebAMask-HQ masks -> SOF single-view instances")
-    cc.add_argument("masks_dir", type=Path)
-    cc.add_argument("out", type=Path)
+    cc.add_argument("masks_dir", type=Path, help="folder of CelebAMask-HQ label PNGs (mode L, ids 0..18)")
+    cc.add_argument("out", type=Path, help="SOF dataset folder to write")
     cc.add_argument("--size", type=_POSITIVE, default=128, help="stored label-map size (nearest resampling)")
     cc.add_argument("--projection", choices=["ortho", "perspective"], default="ortho",
                     help="camera model of the default frontal camera")
     cc.set_defaults(func=_convert)
 
     o = sub.add_parser("occupancy", help="derive occupancy labels (points_seq) from a scan's pcl_seq")
-    o.add_argument("sequence_dir", type=Path)
+    o.add_argument("sequence_dir", type=Path, help="a sequence folder holding pcl_seq/")
     o.add_argument("--overwrite", action="store_true", help="replace points_seq derived by an earlier run")
     o.set_defaults(func=_occupancy)
 
     v = sub.add_parser("validate", help="check a dataset; exit 1 listing every problem")
-    v.add_argument("path", type=Path)
+    v.add_argument("path", type=Path, help="a dataset root, an instance or sequence folder, or one file")
     v.add_argument("--format", choices=["sof", "oflow"], default=None, help="default: detected")
     v.add_argument("--window", type=_count(2), default=None, metavar="L",
                    help="oflow: also report sequences shorter than an L-frame window (training skips them)")
     v.set_defaults(func=_validate)
 
-    t = sub.add_parser("train", help="train a model from a YAML config")
-    t.add_argument("system", choices=["sof", "oflow"])
-    t.add_argument("--config", required=True, help="YAML file, or the name of a packaged preset")
+    from toolkit.config import packaged_configs
+
+    presets = "; ".join(f"{system}: {', '.join(packaged_configs(system))}" for system in ("sof", "oflow"))
+    t = sub.add_parser("train", help="train a model from a YAML config",
+                       description=f"Train a model from a YAML config. Packaged presets (toolkit/configs/) - {presets}. "
+                                   "A run resumes from its out_dir's latest checkpoint.")
+    t.add_argument("system", choices=["sof", "oflow"], help="which model")
+    t.add_argument("--config", required=True, help="YAML file, or the name of a packaged preset (listed above)")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config entry")
     t.set_defaults(func=_train)
 
@@ -292,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="FULL=True: training notebooks retrain their full schedules (hours on a CPU) instead of "
                         "starting from the shipped checkpoints")
     n.add_argument("--only", default=None, help="one notebook by name or number")
-    n.add_argument("--out", type=Path, default=Path("outputs/notebooks"))
+    n.add_argument("--out", type=Path, default=Path("outputs/notebooks"), help="folder of the executed notebooks")
     n.set_defaults(func=_notebooks)
     return p
 
