@@ -60,3 +60,23 @@ def test_grid_static_fallback_and_errors():
         A.mesh_grid_animation([[seq, four]], static=False)
     with pytest.raises(ValueError, match="empty"):
         A.mesh_grid_animation([[]])
+
+
+def test_3d_figures_carry_a_static_png_for_saved_notebooks():
+    import base64
+    import io
+
+    from PIL import Image
+
+    from toolkit.viz.scenes import Figure3D, point_cloud_animation
+
+    seq, _ = translated_sphere()
+    fig = A.mesh_animation(seq, static=False, max_faces=2000)
+    assert isinstance(fig, Figure3D) and len(fig.frames) == 5  # plotly attributes pass through
+    bundle = fig._repr_mimebundle_()
+    assert "application/vnd.plotly.v1+json" in bundle
+    png = np.asarray(Image.open(io.BytesIO(base64.b64decode(bundle["image/png"]))).convert("RGB"))
+    assert png.shape[0] > 100 and (png < 200).any()  # something besides the white background is drawn
+    cloud = point_cloud_animation(torch.rand(3, 200, 3).numpy())
+    png = np.asarray(Image.open(io.BytesIO(base64.b64decode(cloud._repr_mimebundle_()["image/png"]))).convert("RGB"))
+    assert (png < 200).any()

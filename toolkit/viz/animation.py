@@ -244,6 +244,8 @@ def bars_figure(groups: Mapping[str, Mapping[str, float]], *, ylabel: str = "", 
 def _plotly_grid(cells, t, n_rows, n_cols, row_labels, col_labels, title, spacing, height):
     import plotly.graph_objects as go
 
+    from toolkit.viz.scenes import Figure3D
+
     T = len(t)
     offsets = {(i, j): np.array([j * spacing, -i * spacing * 1.1, 0.0], np.float32) for i, j, _ in cells}
 
@@ -292,7 +294,7 @@ def _plotly_grid(cells, t, n_rows, n_cols, row_labels, col_labels, title, spacin
                           "yanchor": "bottom", "buttons": buttons}],
             sliders=[{"active": 0, "x": 0.15, "len": 0.8, "y": 0.02, "currentvalue": {"prefix": "t = "},
                       "steps": steps}])
-    return fig
+    return Figure3D(fig)
 
 
 def _static_grid(cells, t, n_rows, n_cols, row_labels, col_labels, title, static_frames):

@@ -1,4 +1,7 @@
-"""Interactive 3D scenes with plotly: camera frusta, point clouds, meshes."""
+"""Interactive 3D scenes with plotly: camera frusta, point clouds, meshes.
+
+The figure functions return :class:`Figure3D`: the plotly figure plus a static PNG in its display bundle,
+so a saved or headless-run notebook still shows the scene where plotly cannot run."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -55,7 +58,7 @@ def camera_frusta_figure(cam2world: np.ndarray, intrinsics: np.ndarray, image_si
     fig.update_layout(scene=dict(aspectmode="data", xaxis_title="x", yaxis_title="y (up)", zaxis_title="z"),
                       margin=dict(l=0, r=0, t=30 if title else 0, b=0), title=title, height=500)
     fig.update_scenes(camera=dict(up=dict(x=0, y=1, z=0)))
-    return fig
+    return Figure3D(fig)
 
 
 def point_cloud_trace(points: np.ndarray, colors: np.ndarray | None = None, size: float = 1.5, name: str = "points"):
@@ -88,7 +91,7 @@ def scene_figure(traces: Sequence, title: str | None = None, height: int = 500):
     fig.update_layout(scene=dict(aspectmode="data"), margin=dict(l=0, r=0, t=30 if title else 0, b=0),
                       title=title, height=height)
     fig.update_scenes(camera=dict(up=dict(x=0, y=1, z=0)))
-    return fig
+    return Figure3D(fig)
 
 
 def correspondence_colors(points0: np.ndarray) -> np.ndarray:
@@ -131,4 +134,98 @@ def point_cloud_animation(frames: np.ndarray, colors: np.ndarray | None = None, 
             None, dict(frame=dict(duration=120, redraw=True), fromcurrent=True)])])],
         sliders=[dict(steps=steps, currentvalue=dict(prefix="t = "))])
     fig.update_scenes(camera=dict(up=dict(x=0, y=1, z=0)))
-    return fig
+    return Figure3D(fig)
+
+
+class Figure3D:
+    """A plotly 3D figure that also carries a static PNG of its first scene(s) in its display bundle.
+
+    Notebook front ends that run plotly show the interactive figure; a saved notebook viewed where plotly
+    cannot run (GitHub, nbviewer, an exported PDF, a headless run) shows the PNG instead. Attribute access
+    goes to the plotly figure (``fig.update_layout(...)``, ``fig.data``, ``fig.frames``); ``fig.figure`` is it.
+    """
+
+    def __init__(self, figure, *, elev: float = 12.0, azim: float = -65.0):
+        self.figure = figure
+        self.view = (elev, azim)
+
+    def __getattr__(self, name: str):
+        return getattr(self.figure, name)
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        import base64
+
+        import plotly.io as pio
+
+        bundle = dict(pio.renderers["plotly_mimetype"].to_mimebundle(self.figure))
+        bundle["image/png"] = base64.b64encode(static_png(self.figure, *self.view)).decode("ascii")
+        bundle["text/plain"] = f"<3D figure: {len(self.figure.data)} trace(s)>"
+        return bundle
+
+
+def static_png(fig, elev: float = 12.0, azim: float = -65.0, *, panel: float = 3.6, dpi: int = 80) -> bytes:
+    """A matplotlib rendering of a plotly figure's 3D traces (Mesh3d, Scatter3d markers and lines), one panel
+    per scene, y up, equal aspect; a figure with animation frames shows its first frame."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    scenes = sorted({getattr(t, "scene", None) or "scene" for t in fig.data}) or ["scene"]
+    out = plt.figure(figsize=(panel * len(scenes), panel))
+    for k, scene in enumerate(scenes):
+        ax = out.add_subplot(1, len(scenes), k + 1, projection="3d")
+        points = []
+        for t in fig.data:
+            if (getattr(t, "scene", None) or "scene") == scene:
+                points += _draw_trace(ax, t)
+        if points:
+            p = np.concatenate(points)
+            centre, half = 0.5 * (p.max(0) + p.min(0)), 0.5 * float((p.max(0) - p.min(0)).max()) or 1.0
+            for setter, c in zip((ax.set_xlim, ax.set_ylim, ax.set_zlim), centre):
+                setter(c - half, c + half)
+        ax.view_init(elev=elev, azim=azim)
+        ax.set_axis_off()
+    title = fig.layout.title.text if fig.layout.title and fig.layout.title.text else None
+    if title:
+        out.suptitle(title, fontsize=8)
+    buf = io.BytesIO()
+    out.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(out)
+    return buf.getvalue()
+
+
+def _draw_trace(ax, trace) -> list[np.ndarray]:
+    """Draw one plotly trace on a matplotlib 3D axis, world (x, y, z) as (x, -z, y) so y is up."""
+    def arr(v):
+        return np.asarray([np.nan if a is None else a for a in (v if v is not None else [])], dtype=np.float64)
+
+    x, y, z = arr(trace.x), arr(trace.y), arr(trace.z)
+    if x.size == 0:
+        return []
+    mx, my, mz = x, -z, y
+    kind = trace.type
+    if kind == "mesh3d" and trace.i is not None and len(trace.i):
+        tri = np.stack([np.asarray(trace.i), np.asarray(trace.j), np.asarray(trace.k)], 1)
+        color = trace.color if isinstance(trace.color, str) else "lightgray"
+        ax.plot_trisurf(mx, my, mz, triangles=tri, color=_mpl_color(color), alpha=trace.opacity or 1.0,
+                        linewidth=0, shade=True)
+    elif "lines" in (trace.mode or ""):
+        ax.plot(mx, my, mz, lw=0.8)
+    else:
+        ok = np.isfinite(mx)
+        ax.scatter(mx[ok], my[ok], mz[ok], s=0.5, c=_marker_colors(trace, ok.sum()), depthshade=False)
+    keep = np.isfinite(mx)
+    return [np.stack([mx[keep], my[keep], mz[keep]], 1)]
+
+
+def _mpl_color(color: str):
+    if color.startswith("rgb("):
+        return tuple(float(v) / 255 for v in color[4:-1].split(","))
+    return color
+
+
+def _marker_colors(trace, n: int):
+    color = getattr(trace.marker, "color", None) if trace.marker is not None else None
+    if isinstance(color, (list, tuple)) and len(color) == n and isinstance(color[0], str):
+        return [_mpl_color(c) for c in color]
+    return "tab:blue" if color is None or not isinstance(color, str) else _mpl_color(color)

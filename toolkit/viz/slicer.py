@@ -239,7 +239,7 @@ class VolumeSlicer:
         from plotly.subplots import make_subplots
 
         from toolkit.sof.semantic_mesh import dense_class_meshes
-        from toolkit.viz.scenes import mesh_trace
+        from toolkit.viz.scenes import Figure3D, mesh_trace
 
         inst = self.instances[instance]
         titles = list(inst.fields)
@@ -260,7 +260,7 @@ class VolumeSlicer:
         fig.update_layout(title=f"{inst.name}: {what}", height=450, margin={"l": 0, "r": 0, "t": 40, "b": 0})
         fig.update_scenes(aspectmode="data",
                           camera={"up": {"x": 0, "y": 1, "z": 0}, "eye": {"x": 0, "y": 0.3, "z": 2.2}})
-        return fig
+        return Figure3D(fig)
 
     def widget(self):
         """The ipywidgets slicer: plane, offset, instance and class controls, images, a 3D button."""

@@ -126,7 +126,7 @@ def meshes_figure(meshes: Mapping[str, object], *, height: int = 450, title: str
     from plotly.subplots import make_subplots
 
     from toolkit.geometry.meshing import Mesh
-    from toolkit.viz.scenes import mesh_trace
+    from toolkit.viz.scenes import Figure3D, mesh_trace
 
     titles = list(meshes)
     fig = make_subplots(rows=1, cols=len(titles), specs=[[{"type": "scene"}] * len(titles)],
@@ -140,7 +140,7 @@ def meshes_figure(meshes: Mapping[str, object], *, height: int = 450, title: str
     fig.update_layout(height=height, title=title, margin={"l": 0, "r": 0, "t": 40, "b": 0}, showlegend=False)
     fig.update_scenes(aspectmode="data",
                       camera={"up": {"x": 0, "y": 1, "z": 0}, "eye": {"x": 0.4, "y": 0.3, "z": 2.0}})
-    return fig
+    return Figure3D(fig)
 
 
 def fit_figure(out_dir, report: Mapping, *, panel: float = 2.2):
