@@ -4,25 +4,44 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+TEST_STAMP := $(VENV)/.tests-stamp
 PYTEST_ARGS ?=
+# `make lab`: the folder JupyterLab opens and its server options (the browser test passes its own).
+LAB_DIR ?= notebooks
+LAB_ARGS ?= --ip=127.0.0.1
+# Jupyter refuses to run as root (containers, CI machines) unless told to.
+LAB_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
 
-.PHONY: setup test demo bench lint clean
+.PHONY: setup gpu-setup test demo lab bench lint clean
 
 setup: $(STAMP)
 
+# Triton (about 1 GB) only where it is used: on a machine with an NVIDIA GPU (nvidia-smi), by `make gpu-setup`,
+# and for `make test`, whose kernel tests run the kernels on the CPU through its interpreter (TRITON_INTERPRET=1).
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[dev,mesh]"
-	$(PY) -m pip install -q triton || echo "triton not installable here: kernel tests will skip"
+	$(PY) -m pip install -q -e ".[dev,mesh,lab,browser]"
+	if command -v nvidia-smi >/dev/null 2>&1; then \
+		$(PY) -m pip install -q -e ".[gpu]" || echo "triton not installable here: kernels fall back to torch"; fi
 	touch $(STAMP)
 
-test: $(STAMP)
+gpu-setup: $(STAMP)
+	$(PY) -m pip install -q -e ".[gpu]"
+
+$(TEST_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e ".[gpu]" || echo "triton not installable here: kernel tests will skip"
+	touch $(TEST_STAMP)
+
+test: $(TEST_STAMP)
 	OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	$(PY) -m toolkit notebooks --out outputs/notebooks
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab $(LAB_ROOT) $(LAB_ARGS) $(LAB_DIR)
 
 bench: $(STAMP)
 	for f in benchmarks/bm_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
