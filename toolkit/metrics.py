@@ -28,6 +28,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from toolkit.geometry.grids import box
 from toolkit.kernels._dispatch import triton_unavailable_reason
 from toolkit.kernels.nearest_neighbor import nearest_neighbor_backend
 
@@ -212,7 +213,7 @@ def field_miou_3d(field_a: LabelField, field_b: LabelField, *, bounds: float | S
     Returns:
         MIoUResult over the volume, treated as one "image" (so per-image and dataset scores coincide).
     """
-    lo, hi = _check_bounds(bounds)
+    lo, hi = box(bounds)
     res = [int(resolution)] * 3 if np.isscalar(resolution) else [int(r) for r in resolution]
     if len(res) != 3 or min(res) < 1:
         raise ValueError(f"resolution must be a positive int or three of them; got {resolution}")
@@ -677,16 +678,3 @@ def _field_labels(field: LabelField, pts: torch.Tensor, num_classes: int, name: 
     raise ValueError(f"{name} must map (N, 3) points to (N,) integer labels or (N, {num_classes}) logits; "
                      f"got {tuple(out.shape)} {out.dtype} for N={n} (for occupancy logits pass "
                      "lambda p: (f(p) > 0).long())")
-
-
-def _check_bounds(bounds) -> tuple[np.ndarray, np.ndarray]:
-    if np.isscalar(bounds):
-        h = float(bounds)
-        if h <= 0:
-            raise ValueError(f"bounds half-size must be > 0; got {h}")
-        return np.full(3, -h), np.full(3, h)
-    b = np.asarray(bounds, dtype=np.float64)
-    if b.shape != (3, 2) or np.any(b[:, 1] <= b[:, 0]):
-        raise ValueError(f"bounds must be a half-size or ((xmin, xmax), (ymin, ymax), (zmin, zmax)) with "
-                         f"min < max; got {bounds}")
-    return b[:, 0], b[:, 1]

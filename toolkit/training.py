@@ -46,7 +46,8 @@ from toolkit.io import DataError, atomic_save_text, atomic_write
 
 __all__ = [
     "Callback", "DistInfo", "LivePlot", "RunLock", "Trainer", "TrainerConfig", "check_run_fingerprint",
-    "data_fingerprint", "distributed_info", "init_distributed", "latest_checkpoint", "load_checkpoint",
+    "data_fingerprint", "distributed_info", "export_checkpoint", "init_distributed", "latest_checkpoint",
+    "load_checkpoint",
     "plot_history", "seed_everything", "shard_batch",
 ]
 
@@ -769,6 +770,29 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device | 
     if not isinstance(ck, dict):
         raise DataError(path, f"expected a checkpoint dict, found {type(ck).__name__}")
     return ck
+
+
+def export_checkpoint(run_or_checkpoint: str | os.PathLike, out: str | os.PathLike, *, fmt: str,
+                      half: bool = False) -> Path:
+    """Write a slim, self-contained checkpoint of a run: model, meta, step, validation history (no optimizer,
+    RNG or training history), atomically.
+
+    Args:
+        run_or_checkpoint: a checkpoint file, or a run folder (its latest checkpoint).
+        out: the file to write.
+        fmt: the ``format`` entry of the export (e.g. "toolkit-sof-export-1"); ``meta["step"]`` is the step.
+        half: store floating-point tensors as float16 (loaders cast them back to float32).
+    """
+    ck = load_checkpoint(run_or_checkpoint)
+    state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in ck["model"].items()}
+    meta = dict(ck.get("meta") or {})
+    meta["step"] = ck.get("step")
+    val = [r for r in ck.get("history", []) if r.get("split") == "val"]
+    slim = {"format": fmt, "model": state, "meta": meta, "step": ck.get("step"), "history": val}
+    out = Path(out)
+    with atomic_write(out) as f:
+        torch.save(slim, f)
+    return out
 
 
 def drop_schedule(checkpoint: str | os.PathLike) -> Path:

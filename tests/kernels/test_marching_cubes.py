@@ -93,8 +93,8 @@ def test_mesh_equals_meshing_marching_cubes(kernel_device, close):
     # A sphere cut by the box: the closing pad matters.
     values = sphere_lattice(20, radius=0.6, center=(0.1, 0.0, 0.0), bounds=0.5, device=kernel_device)
     bounds = ((-0.5, 0.5), (-0.5, 0.6), (-0.5, 0.5))
-    got = MC.marching_cubes_mesh(values, 0.0, bounds=bounds, close=close, impl="triton")
-    want = meshing.marching_cubes(values.cpu().numpy(), 0.0, bounds=bounds, close=close)
+    got = meshing.marching_cubes(values, 0.0, bounds=bounds, close=close, impl="triton")
+    want = meshing.marching_cubes(values.cpu().numpy(), 0.0, bounds=bounds, close=close, impl="pymcubes")
     assert got.vertices.dtype == np.float32 and got.faces.dtype == np.int64
     np.testing.assert_array_equal(got.faces, want.faces)
     np.testing.assert_allclose(got.vertices, want.vertices, rtol=0, atol=1e-6)
@@ -104,7 +104,7 @@ def test_sphere_closed_form(kernel_device):
     # Vertices lie on the sphere to a fraction of a cell; area within 1.5% of 4 pi r^2 at 48^3 cells.
     r, res = 0.35, 48
     values = sphere_lattice(res, radius=r, center=(0, 0, 0), device=kernel_device)
-    mesh = MC.marching_cubes_mesh(values, 0.0, bounds=0.55, impl="triton")
+    mesh = meshing.marching_cubes(values, 0.0, bounds=0.55, impl="triton")
     radii = np.linalg.norm(mesh.vertices, axis=1)
     assert np.abs(radii - r).max() < 0.1 * (1.1 / res)
     tri = mesh.vertices[mesh.faces].astype(np.float64)
@@ -120,9 +120,21 @@ def test_errors():
     with pytest.raises(ValueError, match=r"values must be an \(X, Y, Z\) lattice; got shape \(4, 4\)"):
         MC.marching_cubes_reference(torch.zeros(4, 4))
     with pytest.raises(ValueError, match="at least 2 points per axis; got shape"):
-        MC.marching_cubes_mesh(torch.zeros(1, 4, 4), impl="reference")
+        meshing.marching_cubes(torch.zeros(1, 4, 4), impl="pymcubes")
     with pytest.raises(ValueError, match="unknown implementation"):
         MC.marching_cubes_auto(torch.zeros(3, 3, 3), impl="pymcubes")
+    with pytest.raises(ValueError, match=r"unknown marching-cubes implementation \"reference\"; valid: \['auto'"):
+        meshing.marching_cubes(torch.zeros(3, 3, 3), impl="reference")
+
+
+def test_meshing_auto_picks_pymcubes_off_the_gpu(no_interpreter, monkeypatch):
+    # "auto" on a CPU lattice never touches the kernels (not even with the interpreter available).
+    values = sphere_lattice(12, device="cpu")
+    monkeypatch.setattr(MC, "marching_cubes", lambda *a, **k: pytest.fail("the kernel ran for a CPU lattice"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        mesh = meshing.marching_cubes(values, 0.0, bounds=0.55)
+    assert len(mesh.faces) > 0
 
 
 def test_fallback_warns_once_with_the_reason(no_interpreter):

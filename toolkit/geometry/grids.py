@@ -7,6 +7,7 @@ this contract so they serve every system and the synthetic ground truth alike.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -15,12 +16,51 @@ AXES = {"x": 0, "y": 1, "z": 2}
 Field = Callable[[torch.Tensor], torch.Tensor]
 
 
-def grid_points(bounds: Sequence[Sequence[float]] | float, resolution: int | Sequence[int],
+class Box(NamedTuple):
+    """An axis-aligned box of world space (world units)."""
+
+    lo: tuple[float, float, float]
+    """(xmin, ymin, zmin)."""
+    hi: tuple[float, float, float]
+    """(xmax, ymax, zmax)."""
+
+    @property
+    def half_size(self) -> float:
+        """Half of the largest side."""
+        return 0.5 * max(h - lo for lo, h in zip(self.lo, self.hi))
+
+
+Bounds = float | Sequence[Sequence[float]] | Box
+"""A box as every function here takes it: a half-size h (the cube [-h, h]^3), ((xmin, xmax), (ymin, ymax),
+(zmin, zmax)), or a :class:`Box`."""
+
+
+def box(bounds: Bounds) -> Box:
+    """Parse ``bounds`` (see :data:`Bounds`) once into a :class:`Box`.
+
+    Raises:
+        ValueError: a half-size <= 0, another shape than (3, 2), or min >= max on an axis.
+    """
+    if isinstance(bounds, Box):
+        return bounds
+    if np.isscalar(bounds):
+        h = float(bounds)
+        if not h > 0:
+            raise ValueError(f"bounds half-size must be > 0; got {h}")
+        return Box((-h, -h, -h), (h, h, h))
+    b = np.asarray(bounds, dtype=np.float64)
+    if b.shape != (3, 2) or np.any(b[:, 1] <= b[:, 0]):
+        raise ValueError(f"bounds must be a half-size or ((xmin, xmax), (ymin, ymax), (zmin, zmax)) with "
+                         f"min < max; got {bounds}")
+    return Box(tuple(b[:, 0].tolist()), tuple(b[:, 1].tolist()))
+
+
+def grid_points(bounds: Bounds, resolution: int | Sequence[int],
                 dtype: torch.dtype = torch.float32, device=None) -> torch.Tensor:
     """Lattice points of a box: (Rx·Ry·Rz, 3), x slowest ("ij" order), endpoints included.
 
     Args:
-        bounds: ((xmin, xmax), (ymin, ymax), (zmin, zmax)), or a half-size h for the cube [-h, h]^3.
+        bounds: the box (:data:`Bounds`).
         resolution: points per axis (int or three ints).
     """
     lo, hi = _bounds(bounds)
@@ -29,7 +69,7 @@ def grid_points(bounds: Sequence[Sequence[float]] | float, resolution: int | Seq
     return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, 3)
 
 
-def plane_points(axis: str, offset: float, bounds: Sequence[Sequence[float]] | float, resolution: int,
+def plane_points(axis: str, offset: float, bounds: Bounds, resolution: int,
                  dtype: torch.dtype = torch.float32, device=None) -> torch.Tensor:
     """Points of a world-axis-aligned plane as an image: (R, R, 3), rows top to bottom.
 
@@ -65,11 +105,6 @@ def evaluate_field(field: Field, points: torch.Tensor, *, chunk: int = 65536) ->
     return out.reshape(*shape, *out.shape[1:])
 
 
-def _bounds(bounds) -> tuple[list[float], list[float]]:
-    if np.isscalar(bounds):
-        h = float(bounds)
-        return [-h] * 3, [h] * 3
-    b = np.asarray(bounds, dtype=np.float64)
-    if b.shape != (3, 2):
-        raise ValueError(f"bounds must be a half-size or ((xmin, xmax), (ymin, ymax), (zmin, zmax)); got {b.shape}")
-    return b[:, 0].tolist(), b[:, 1].tolist()
+def _bounds(bounds: Bounds) -> tuple[list[float], list[float]]:
+    lo, hi = box(bounds)
+    return list(lo), list(hi)

@@ -11,12 +11,15 @@ and repeat. Unlike the original's to_dense (copying the previous value along x, 
 queried are filled by trilinear interpolation from the coarser level; inside a cell whose corners all
 lie on one side that interpolation stays on that side, so it cannot create spurious surfaces.
 
-Marching cubes uses PyMCubes, whose vertices come in lattice-index units with no half-cell offset
-(the original Occupancy Flow subtracted 0.5 for its vendored, modified copy: not needed here).
+Marching cubes runs PyMCubes, or the Triton kernel of :mod:`toolkit.kernels.marching_cubes` (the same mesh),
+chosen explicitly by ``impl`` ("auto": the kernel for fields on a GPU). Both give vertices in lattice-index
+units with no half-cell offset (the original Occupancy Flow subtracted 0.5 for its vendored, modified copy:
+not needed here); the closing pad and the map to world coordinates are done here, once, for both.
 """
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -24,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from toolkit.geometry.grids import _bounds, evaluate_field
+from toolkit.geometry.grids import Bounds, _bounds, box, evaluate_field
 from toolkit.io import atomic_write
 
 ScalarField = Callable[[torch.Tensor], torch.Tensor]
@@ -115,29 +118,43 @@ def mise_grid(field: ScalarField, *, threshold: float = 0.0, bounds: float | Seq
     return GridResult(values.numpy(), num_queries, queried.numpy())
 
 
-def marching_cubes(values: np.ndarray, threshold: float = 0.0, *, bounds: float | Sequence[Sequence[float]] = 0.55,
-                   close: bool = True) -> Mesh:
+MC_IMPLS = ("auto", "triton", "pymcubes")
+"""Marching-cubes backends of :func:`marching_cubes`."""
+
+
+def marching_cubes(values: np.ndarray | torch.Tensor, threshold: float = 0.0, *, bounds: Bounds = 0.55,
+                   close: bool = True, impl: str = "auto", device: torch.device | str | None = None) -> Mesh:
     """Triangle mesh of the ``threshold`` level set of a lattice (values > threshold are inside).
 
     Args:
-        values: (Rx+1, Ry+1, Rz+1) lattice values over ``bounds``.
+        values: (Rx+1, Ry+1, Rz+1) lattice values over ``bounds`` (numpy, or a tensor on any device).
+        threshold: the level, in the values' own units (an isovalue: a logit for occupancy logits).
+        bounds: the box of the lattice (:data:`toolkit.geometry.grids.Bounds`).
         close: pad with an outside value so surfaces cut by the box are closed (watertight).
+        impl: "pymcubes" (PyMCubes, on the CPU), "triton" (the kernel of :mod:`toolkit.kernels.marching_cubes`:
+            the same mesh, on ``device``) or "auto": triton when ``device`` is CUDA and the kernel can run
+            there (else PyMCubes, with one warning giving the reason), PyMCubes on any other device.
+        device: where the lattice's field lives (default: the values' device); triton runs there.
+
+    Returns:
+        Mesh(vertices (V, 3) float32 world coordinates, faces (F, 3) int64), numpy arrays.
     """
-    if isinstance(values, torch.Tensor) and values.is_cuda:  # GPU kernel, same mesh as PyMCubes
-        from toolkit.kernels.marching_cubes import marching_cubes_mesh
-
-        return marching_cubes_mesh(values, threshold, bounds=bounds, close=close)
-    import mcubes
-
-    lo, hi = _bounds(bounds)
-    vol = np.asarray(values, dtype=np.float32)  # PyMCubes takes float32: half the memory of a float64 copy
-    res = np.array(vol.shape) - 1
-    offset = 0
-    if close:
-        vol = np.pad(vol, 1, mode="constant", constant_values=min(threshold - 1e6, vol.min() - 1.0))
-        offset = 1
-    verts, faces = mcubes.marching_cubes(vol, threshold)
-    verts = (verts - offset) * ((np.array(hi) - np.array(lo)) / res) + np.array(lo)
+    b = box(bounds)
+    device = torch.device(device) if device is not None else (
+        values.device if isinstance(values, torch.Tensor) else torch.device("cpu"))
+    backend = _mc_backend(impl, device)
+    shape = tuple(values.shape)
+    if len(shape) != 3 or min(shape) < 2:
+        raise ValueError(f"values must be a (Rx+1, Ry+1, Rz+1) lattice with at least 2 points per axis; "
+                         f"got shape {shape}")
+    if backend == "pymcubes":
+        verts, faces = _pymcubes(values, threshold, close)
+    else:
+        verts, faces = _triton(values, threshold, close, device)
+    # Lattice-index units (the pad shifts them by one) -> world coordinates of the box.
+    res = np.array(shape) - 1
+    lo, hi = np.array(b.lo), np.array(b.hi)
+    verts = (verts - (1 if close else 0)) * ((hi - lo) / res) + lo
     # Padding vertices could fall a hair outside the box: clamp them back onto its faces.
     verts = np.clip(verts, lo, hi)
     return Mesh(verts.astype(np.float32), faces.astype(np.int64))
@@ -225,3 +242,52 @@ def load_mesh(path: str | os.PathLike) -> Mesh:
     if getattr(tm.visual, "kind", None) == "vertex":
         colors = np.asarray(tm.visual.vertex_colors)[:, :3]
     return Mesh(np.asarray(tm.vertices, dtype=np.float32), np.asarray(tm.faces, dtype=np.int64), None, colors)
+
+
+# ----------------------------------------------------------------------------------------------------
+# private
+# ----------------------------------------------------------------------------------------------------
+
+
+def _mc_backend(impl: str, device: torch.device) -> str:
+    if impl not in MC_IMPLS:
+        raise ValueError(f'unknown marching-cubes implementation "{impl}"; valid: {list(MC_IMPLS)}')
+    if impl != "auto":
+        return impl
+    if device.type != "cuda":
+        return "pymcubes"
+    from toolkit.kernels import _dispatch
+
+    reason = _dispatch.triton_unavailable_reason(torch.empty(0, device=device))
+    if reason is None:
+        return "triton"
+    if reason not in _MC_WARNED:
+        _MC_WARNED.add(reason)
+        warnings.warn(f"marching_cubes: using PyMCubes because {reason}", stacklevel=3)
+    return "pymcubes"
+
+
+_MC_WARNED: set[str] = set()
+
+
+def _pymcubes(values, threshold: float, close: bool) -> tuple[np.ndarray, np.ndarray]:
+    import mcubes
+
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().numpy()
+    vol = np.asarray(values, dtype=np.float32)  # PyMCubes takes float32: half the memory of a float64 copy
+    if close:
+        vol = np.pad(vol, 1, mode="constant", constant_values=min(threshold - 1e6, vol.min() - 1.0))
+    return mcubes.marching_cubes(vol, threshold)
+
+
+def _triton(values, threshold: float, close: bool, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+    from toolkit.kernels.marching_cubes import marching_cubes as mc_kernel
+
+    vol = torch.as_tensor(values, device=device)
+    if close:
+        # The same pad value as the PyMCubes path: far below both the threshold and every value.
+        pad = min(threshold - 1e6, float(vol.min()) - 1.0)
+        vol = F.pad(vol[None], (1, 1, 1, 1, 1, 1), value=pad)[0]
+    out = mc_kernel(vol, threshold)
+    return out.vertices.double().cpu().numpy(), out.faces.cpu().numpy()

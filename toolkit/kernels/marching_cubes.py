@@ -21,14 +21,13 @@ What runs where, for CUDA tensors:
    triangles, whose corner vertices are found arithmetically from the edge's owner cell (its case,
    its first vertex and a popcount), so no (3 x points) edge-to-vertex map is ever stored.
 
-:func:`marching_cubes_reference` runs the same steps as vectorised PyTorch on any device.
-:func:`marching_cubes_mesh` mirrors ``toolkit.geometry.meshing.marching_cubes`` (world coordinates,
-closing pad) for lattices that already live on the GPU.
+:func:`marching_cubes_reference` runs the same steps as vectorised PyTorch on any device. Results stay in
+lattice-index units: world coordinates, the closing pad and the choice between this kernel and PyMCubes
+belong to ``toolkit.geometry.meshing.marching_cubes`` (``impl="auto" | "triton" | "pymcubes"``).
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -36,9 +35,6 @@ import torch.nn.functional as F
 
 from toolkit.kernels import _dispatch
 from toolkit.kernels._mc_tables import EDGES, tables
-
-if TYPE_CHECKING:
-    from toolkit.geometry.meshing import Mesh
 
 # Cells per program (classify, emit): the interpreter pays per operation, not per element, so it wants
 # few, large programs; on the GPU (8 warps each) the emit kernel works on 64 cells x 16 lanes, and both
@@ -189,45 +185,6 @@ def marching_cubes_auto(values: torch.Tensor, isovalue: float = 0.0, *,
     if _dispatch.use_triton("marching_cubes", impl, vol):
         return marching_cubes(vol, isovalue)
     return marching_cubes_reference(vol, isovalue)
-
-
-def marching_cubes_mesh(values: torch.Tensor | np.ndarray, threshold: float = 0.0, *,
-                        bounds: float | Sequence[Sequence[float]] = 0.55, close: bool = True,
-                        impl: str = "auto") -> Mesh:
-    """``toolkit.geometry.meshing.marching_cubes`` on the values' device: same signature, same mesh.
-
-    Args:
-        values: (Rx+1, Ry+1, Rz+1) lattice values over ``bounds`` (a tensor on any device, or numpy).
-        threshold: the level; values > threshold are inside.
-        bounds: ((xmin, xmax), (ymin, ymax), (zmin, zmax)), or a half-size h for the cube [-h, h]^3.
-        close: pad with an outside value so surfaces cut by the box are closed (watertight).
-        impl: "auto", "triton" or "reference" (see :func:`marching_cubes_auto`).
-
-    Returns:
-        Mesh(vertices (V, 3) float32 world coordinates, faces (F, 3) int64), numpy arrays.
-    """
-    from toolkit.geometry.grids import _bounds
-    from toolkit.geometry.meshing import Mesh
-
-    lo, hi = _bounds(bounds)
-    vol = torch.as_tensor(values)
-    if vol.ndim != 3 or min(vol.shape) < 2:
-        raise ValueError(f"values must be a (Rx+1, Ry+1, Rz+1) lattice with at least 2 points per axis; "
-                         f"got shape {tuple(vol.shape)}")
-    res = torch.tensor(vol.shape, dtype=torch.float64, device=vol.device) - 1
-    offset = 0
-    if close:
-        # The same pad value as meshing.marching_cubes: far below both the threshold and every value.
-        pad = min(threshold - 1e6, float(vol.min()) - 1.0)
-        vol = F.pad(vol[None], (1, 1, 1, 1, 1, 1), value=pad)[0]
-        offset = 1
-    out = marching_cubes_auto(vol, threshold, impl=impl)
-    lo_t = torch.tensor(lo, dtype=torch.float64, device=vol.device)
-    hi_t = torch.tensor(hi, dtype=torch.float64, device=vol.device)
-    verts = (out.vertices.double() - offset) * ((hi_t - lo_t) / res) + lo_t
-    # Padding vertices could fall a hair outside the box: clamp them back onto its faces.
-    verts = torch.minimum(torch.maximum(verts, lo_t), hi_t)
-    return Mesh(verts.float().cpu().numpy(), out.faces.cpu().numpy())
 
 
 def pymcubes_isovalue(isovalue: float) -> float:

@@ -46,6 +46,7 @@ from toolkit.metrics import (
     occupancy_iou,
     sample_mesh_surface,
 )
+from toolkit.oflow.checkpoint import load_oflow
 from toolkit.oflow.data import BOX_HALF, POINTS_DIR, SequenceDataset, find_sequences, pack_sequence
 from toolkit.oflow.model import Codes, OccupancyFlow
 
@@ -326,8 +327,6 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, data: str | os.PathLike, 
     Returns:
         :func:`evaluate_model`'s dict plus ``checkpoint``, ``data``, ``split``, ``model`` and ``seconds.total``.
     """
-    from toolkit.oflow.train import load_oflow
-
     start = time.perf_counter()
     loaded = load_oflow(checkpoint)
     tc = loaded.meta.get("train_config") or {}

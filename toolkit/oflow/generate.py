@@ -3,8 +3,8 @@
 :func:`reconstruct` is the Occupancy Flow way. The t=0 occupancy (decoder logits, threshold 0.3 as a
 probability, i.e. the logit ``log(0.3 / 0.7)``, as the original) is evaluated with MISE on the box
 ``[-0.55, 0.55]^3`` (box 1 + padding 0.1; coarse lattice ``resolution0``, refined ``upsampling_steps``
-times only where cells cross the threshold), meshed by marching cubes (PyMCubes, or the GPU kernel for
-CUDA tensors; ``toolkit.geometry.meshing``), optionally decimated, and then ALL its vertices are pushed
+times only where cells cross the threshold), meshed by marching cubes (PyMCubes, or the GPU kernel for a
+model on a GPU; ``toolkit.geometry.meshing``), optionally decimated, and then ALL its vertices are pushed
 forward to every output time in one transport call. Every frame shares the t=0 faces, so vertex k is the
 same surface point in every frame: correspondences come for free.
 
@@ -227,8 +227,7 @@ def extract_t0_mesh(
                      upsampling_steps=upsampling_steps, chunk=chunk, device=device)
     t_mise = time.perf_counter() - t
     t = time.perf_counter()
-    values = torch.as_tensor(grid.values, device=device) if device.type == "cuda" else grid.values
-    mesh = marching_cubes(values, logit, bounds=bounds)
+    mesh = marching_cubes(grid.values, logit, bounds=bounds, device=device)
     mesh = Mesh(np.asarray(mesh.vertices, np.float32), np.asarray(mesh.faces, np.int64))
     t_mc = time.perf_counter() - t
     n_faces = len(mesh.faces)
@@ -358,8 +357,7 @@ def reconstruct_per_frame(
                              upsampling_steps=upsampling_steps, chunk=chunk, device=device)
             t_mise = time.perf_counter() - t
             t = time.perf_counter()
-            values = torch.as_tensor(grid.values, device=device) if device.type == "cuda" else grid.values
-            mesh = marching_cubes(values, logit, bounds=bounds)
+            mesh = marching_cubes(grid.values, logit, bounds=bounds, device=device)
             mesh = Mesh(np.asarray(mesh.vertices, np.float32), np.asarray(mesh.faces, np.int64))
             results[i].append((mesh, t_mise, time.perf_counter() - t, grid.num_queries, solve.nfe))
     for i in range(b):

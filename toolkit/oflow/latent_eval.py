@@ -146,7 +146,8 @@ def evaluate_latent(checkpoint: str | os.PathLike, data: str | os.PathLike, *,
         A JSON-ready dict: ``transfer_error_ratio``, ``transfer_vs_own``, ``retrieval_accuracy``, ``chance``,
         ``pairs``, per-pair rows, the retrieval confusion and, with ``real``, ``real_gain``.
     """
-    from toolkit.oflow.train import _split_arg, load_oflow
+    from toolkit.oflow.checkpoint import load_oflow
+    from toolkit.oflow.train import _split_arg
 
     start_time = time.perf_counter()
     loaded = load_oflow(checkpoint)

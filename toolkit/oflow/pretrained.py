@@ -3,7 +3,7 @@
 The original code fetches its pretrained checkpoints at run time from the authors' S3 bucket; their file
 names end in the first hex digits of the file's sha256 (``oflow_model-3ff330bc.pt``), which is checked
 on download, as :func:`torch.hub.load_state_dict_from_url` does. The checkpoints hold the original
-layout (``{'model': state_dict}``) and load through :func:`toolkit.oflow.train.load_oflow`.
+layout (``{'model': state_dict}``) and load through :func:`toolkit.oflow.checkpoint.load_oflow`.
 
 ``TOOLKIT_OFLOW_MODELS_URL`` replaces the base URL (a mirror, or a local folder as ``file:///...``).
 """
@@ -72,7 +72,8 @@ def fetch_checkpoint(url: str, *, cache_dir: str | os.PathLike | None = None, pr
 
 
 def load_authors_model(name: str, *, cache_dir: str | os.PathLike | None = None, progress: bool = True):
-    """One of :data:`AUTHORS_MODELS`, downloaded once and converted: a :class:`toolkit.oflow.train.LoadedOFlow`."""
-    from toolkit.oflow.train import load_oflow
+    """One of :data:`AUTHORS_MODELS`, downloaded once and converted (a
+    :class:`toolkit.oflow.checkpoint.LoadedOFlow`)."""
+    from toolkit.oflow.checkpoint import load_oflow
 
     return load_oflow(fetch_checkpoint(authors_model_url(name), cache_dir=cache_dir, progress=progress))

@@ -48,6 +48,7 @@ from toolkit.config import (
     within,
 )
 from toolkit.io import DataError, atomic_save_text, atomic_write
+from toolkit.oflow.checkpoint import LoadedOFlow, export_checkpoint, load_oflow
 from toolkit.oflow.data import PCL_DIR, POINTS_DIR, SequenceDataset, find_sequences, list_frames
 from toolkit.oflow.evaluate import (
     IOU_THRESHOLD,
@@ -57,7 +58,6 @@ from toolkit.oflow.evaluate import (
 )
 from toolkit.oflow.losses import STAGES, OFlowLosses, compute_losses
 from toolkit.oflow.model import PRESETS, OccupancyFlow, OFlowConfig, preset
-from toolkit.oflow.model import load_checkpoint as load_model_checkpoint
 from toolkit.oflow.ode import ODE_PRESETS, ODEOptions, ode_preset, resolve_options
 from toolkit.training import (
     AMP_MODES,
@@ -308,13 +308,6 @@ class TrainResult(NamedTuple):
     config: OFlowTrainConfig
 
 
-class LoadedOFlow(NamedTuple):
-    model: OccupancyFlow
-    """The model, in eval mode."""
-    meta: dict
-    """What the checkpoint records: system, model_config, train_config, data, step (minimal for originals)."""
-
-
 def oflow_step(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """One training pass through ``model(batch)`` (an :class:`OFlowTrainable`, possibly DDP-wrapped)."""
     losses: OFlowLosses = model(batch)
@@ -472,43 +465,6 @@ def train_from_config(config: str | os.PathLike, overrides: Sequence[str] = (), 
 # --------------------------------------------------------------------------------------------------
 # Checkpoints
 # --------------------------------------------------------------------------------------------------
-
-def load_oflow(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> LoadedOFlow:
-    """Load a model and its meta from a training checkpoint, a run folder, an export, or an original checkpoint.
-
-    Original checkpoints (``{'model': state_dict}`` with the original keys) load with sizes inferred from
-    their shapes and the original ODE settings; their meta is minimal.
-
-    Raises:
-        DataError: unreadable file, or a state dict that does not fit.
-    """
-    ck = load_checkpoint(path, map_location, weights_only=True)
-    try:
-        model = load_model_checkpoint(ck, map_location=map_location)
-    except DataError as exc:
-        raise DataError(path, exc.problem) from exc
-    meta = dict(ck.get("meta") or {"system": "oflow", "source": "original"})
-    meta.setdefault("model_config", model.config.to_dict())
-    meta.setdefault("step", ck.get("step"))
-    return LoadedOFlow(model.eval(), meta)
-
-
-def export_checkpoint(run_or_checkpoint: str | os.PathLike, out: str | os.PathLike, *, half: bool = False) -> Path:
-    """Write a slim, self-contained checkpoint (model, meta, step, validation history; no optimizer state).
-
-    This is how ``data/oflow_<kind>.pt`` is made from a finished run (see :func:`load_pretrained`).
-    """
-    ck = load_checkpoint(run_or_checkpoint)
-    state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in ck["model"].items()}
-    meta = dict(ck.get("meta") or {})
-    meta["step"] = ck.get("step")
-    val = [r for r in ck.get("history", []) if r.get("split") == "val"]
-    slim = {"format": "toolkit-oflow-export-1", "model": state, "meta": meta, "step": ck.get("step"), "history": val}
-    out = Path(out)
-    with atomic_write(out) as f:
-        torch.save(slim, f)
-    return out
-
 
 def shipped_checkpoint(kind: str = "completion") -> Path:
     """Path of the small pretrained checkpoint ``data/oflow_<kind>.pt`` (see data/README.md)."""
