@@ -109,9 +109,15 @@ LABEL_SETS: dict[str, LabelSet] = {
 SOF20 = LABEL_SETS["sof20"]
 NUM_SOF_CLASSES = SOF20.num_classes
 
+OCCUPANCY = LabelSet("occupancy", ("outside", "inside"), np.array([[0, 0, 0], [235, 170, 60]], dtype=np.uint8))
+"""Two classes of an occupancy field (0 outside, 1 inside), e.g. Occupancy Flow's at a time t in the volume
+slicer. Not a label set of SOF data, so not in :data:`LABEL_SETS`."""
 
-def get_label_set(name: str) -> LabelSet:
-    """Look up a label set by registry key; unknown keys list the valid ones."""
+
+def get_label_set(name: str | LabelSet) -> LabelSet:
+    """Look up a label set by registry key (a :class:`LabelSet` passes through); unknown keys list the valid ones."""
+    if isinstance(name, LabelSet):
+        return name
     try:
         return LABEL_SETS[name]
     except KeyError:

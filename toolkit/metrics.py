@@ -28,11 +28,10 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from toolkit.geometry.fields import PointField
 from toolkit.geometry.grids import box
 from toolkit.kernels._dispatch import triton_unavailable_reason
 from toolkit.kernels.nearest_neighbor import nearest_neighbor_backend
-
-LabelField = Callable[[torch.Tensor], torch.Tensor]
 
 # Values the original MeshEvaluator returns for an empty prediction (distance = the unit cube diagonal).
 EMPTY_SURFACE_DISTANCE = math.sqrt(3.0)
@@ -189,7 +188,7 @@ class MIoUAccumulator:
 
 
 @torch.no_grad()
-def field_miou_3d(field_a: LabelField, field_b: LabelField, *, bounds: float | Sequence[Sequence[float]],
+def field_miou_3d(field_a: PointField, field_b: PointField, *, bounds: float | Sequence[Sequence[float]],
                   resolution: int | Sequence[int], num_classes: int, chunk: int = 65536,
                   background: int | None = 0, device: torch.device | str | None = None,
                   dtype: torch.dtype = torch.float32) -> MIoUResult:
@@ -665,7 +664,7 @@ def _nanmean(values: np.ndarray) -> float:
     return float(values[ok].mean()) if ok.any() else math.nan
 
 
-def _field_labels(field: LabelField, pts: torch.Tensor, num_classes: int, name: str) -> torch.Tensor:
+def _field_labels(field: PointField, pts: torch.Tensor, num_classes: int, name: str) -> torch.Tensor:
     out = torch.as_tensor(field(pts))
     n = pts.shape[0]
     if out.ndim == 2 and out.shape == (n, num_classes) and out.is_floating_point():

@@ -1,19 +1,20 @@
 """Grids and planes of query points, and chunked evaluation of any callable field on points.
 
-A "field" here is any callable ``f(xyz: (N, 3) tensor) -> (N, ...) tensor`` (a learned model with its
-code bound, or a synthetic ground-truth field). Slicing, meshing and 3D metrics are written against
-this contract so they serve every system and the synthetic ground truth alike.
+A "field" here is a point field (:mod:`toolkit.geometry.fields`): a callable
+``f(xyz: (N, 3) tensor) -> (N, ...) tensor`` (a learned model with its code bound, an Occupancy Flow
+occupancy at one time, or a synthetic ground-truth field) that may declare its ``bounds``, ``device`` and
+``chunk``. Slicing, meshing and 3D metrics are written against this contract so they serve every system
+and the synthetic ground truth alike. Boxes are parsed once, by :func:`box`.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
 import torch
 
 AXES = {"x": 0, "y": 1, "z": 2}
-Field = Callable[[torch.Tensor], torch.Tensor]
 
 
 class Box(NamedTuple):
@@ -96,10 +97,18 @@ def plane_points(axis: str, offset: float, bounds: Bounds, resolution: int,
 
 
 @torch.no_grad()
-def evaluate_field(field: Field, points: torch.Tensor, *, chunk: int = 65536) -> torch.Tensor:
-    """Evaluate ``field`` on (..., 3) points in chunks of ``chunk`` points; returns (..., *out)."""
+def evaluate_field(field, points: torch.Tensor, *, chunk: int | None = None) -> torch.Tensor:
+    """Evaluate a point field on (..., 3) points, ``chunk`` points per call; returns (..., *out).
+
+    Args:
+        field: a point field (:class:`toolkit.geometry.fields.PointField`) or any callable on (N, 3) points.
+        points: (..., 3) query points; sent to the field's ``device`` when it declares one.
+        chunk: points per call (default: the field's ``chunk``, else 65536).
+    """
+    chunk = chunk or getattr(field, "chunk", None) or 65536
+    device = getattr(field, "device", None)
     shape = points.shape[:-1]
-    flat = points.reshape(-1, 3)
+    flat = points.reshape(-1, 3) if device is None else points.reshape(-1, 3).to(device)
     outs = [field(flat[i:i + chunk]) for i in range(0, flat.shape[0], chunk)]
     out = torch.cat(outs, dim=0) if outs else field(flat)
     return out.reshape(*shape, *out.shape[1:])

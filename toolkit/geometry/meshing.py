@@ -27,10 +27,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from toolkit.geometry.fields import PointField
 from toolkit.geometry.grids import Bounds, _bounds, box, evaluate_field
 from toolkit.io import atomic_write
-
-ScalarField = Callable[[torch.Tensor], torch.Tensor]
 
 
 class Mesh(NamedTuple):
@@ -58,7 +57,7 @@ class MeshResult(NamedTuple):
     grid: GridResult
 
 
-def dense_grid(field: ScalarField, *, bounds: float | Sequence[Sequence[float]] = 0.55, resolution: int = 128,
+def dense_grid(field: PointField, *, bounds: float | Sequence[Sequence[float]] = 0.55, resolution: int = 128,
                chunk: int = 262144, device=None) -> GridResult:
     """Evaluate ``field`` on every lattice point of an R^3-cell grid (for comparison with MISE)."""
     lo, hi = _bounds(bounds)
@@ -74,7 +73,7 @@ def dense_grid(field: ScalarField, *, bounds: float | Sequence[Sequence[float]] 
     return GridResult(values, n ** 3, None)
 
 
-def mise_grid(field: ScalarField, *, threshold: float = 0.0, bounds: float | Sequence[Sequence[float]] = 0.55,
+def mise_grid(field: PointField, *, threshold: float = 0.0, bounds: float | Sequence[Sequence[float]] = 0.55,
               resolution0: int = 32, upsampling_steps: int = 2, chunk: int = 262144, device=None) -> GridResult:
     """Multiresolution evaluation of ``field``: final grid of ``resolution0 * 2**upsampling_steps`` cells.
 
@@ -160,7 +159,7 @@ def marching_cubes(values: np.ndarray | torch.Tensor, threshold: float = 0.0, *,
     return Mesh(verts.astype(np.float32), faces.astype(np.int64))
 
 
-def extract_mesh(field: ScalarField, *, threshold: float = 0.0, bounds: float | Sequence[Sequence[float]] = 0.55,
+def extract_mesh(field: PointField, *, threshold: float = 0.0, bounds: float | Sequence[Sequence[float]] = 0.55,
                  resolution0: int = 32, upsampling_steps: int = 2, chunk: int = 262144, device=None) -> MeshResult:
     """MISE then marching cubes: the ``threshold`` surface of ``field`` (0 refinement steps = dense)."""
     grid = mise_grid(field, threshold=threshold, bounds=bounds, resolution0=resolution0,

@@ -48,6 +48,7 @@ from toolkit.metrics import (
 )
 from toolkit.oflow.checkpoint import load_oflow
 from toolkit.oflow.data import BOX_HALF, POINTS_DIR, SequenceDataset, find_sequences, pack_sequence
+from toolkit.oflow.fields import window_codes
 from toolkit.oflow.model import Codes, OccupancyFlow
 
 __all__ = [
@@ -87,16 +88,6 @@ class WindowPrediction(NamedTuple):
 # --------------------------------------------------------------------------------------------------
 # Field-level predictions
 # --------------------------------------------------------------------------------------------------
-
-def window_codes(model: OccupancyFlow, inputs: torch.Tensor | None) -> Codes:
-    """Codes of one window (posterior means for the VAE). ``inputs``: (L, N, 3), or None without encoders."""
-    if not model.needs_inputs:
-        return model.encode(None, batch_size=1)
-    if inputs is None:
-        raise ValueError("this model has encoders: window_codes() needs the window's inputs (L, N, 3)")
-    device = next(model.parameters()).device
-    return model.encode(torch.as_tensor(inputs, dtype=torch.float32, device=device)[None])
-
 
 @torch.no_grad()
 def occupancy_probabilities(model: OccupancyFlow, codes: Codes, points: torch.Tensor, times: torch.Tensor, *,

@@ -1,9 +1,10 @@
 """Rendering with a SOF model: label maps along camera paths, field slices, volumes, animations.
 
-Everything here goes through the model's field API (``render``, ``field``, ``slice_logits``), and the
-slicing helpers accept any callable field on points, so the synthetic ground truth is sliced the same way.
-A learned field with one code bound to it is :func:`bind_code` (its phi weights computed once); the
-synthetic ground truth is ``SyntheticHead.logits``. Both map (N, 3) world points to (N, C) logits.
+Everything here goes through the model's field API (``render``, ``field``, ``slice_logits``). A learned
+field with one code bound to it is :func:`bind_code` (its phi weights computed once): a point field
+(:mod:`toolkit.geometry.fields`: (N, 3) world points -> (N, C) logits, with its box, device and chunk),
+sliced, meshed and scored like the synthetic ground truth ``SyntheticHead.logits``. The slicing functions
+themselves live in :mod:`toolkit.geometry.slicing` (re-exported here).
 
 Conventions: OpenCV cameras (x right, y down, z forward), Y-up world, camera paths from
 :mod:`toolkit.geometry.cameras` orbiting (0, 0.1, 0). Depths are camera-space z. Dimension letters:
@@ -17,9 +18,8 @@ render 1.2-1.7x faster again, with the same logits to float rounding; worth it f
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -31,10 +31,18 @@ from toolkit.geometry.cameras import (
     portrait_intrinsics,
     scale_intrinsics,
 )
-from toolkit.geometry.grids import evaluate_field, plane_points
+from toolkit.geometry.grids import box
+from toolkit.geometry.slicing import SliceResult, camera_plane_points, slice_camera_plane, slice_field
 
-LogitField = Callable[[torch.Tensor], torch.Tensor]
-"""A semantic field: (N, 3) world points -> (N, C) class logits."""
+__all__ = [
+    "CPU_RENDER_CHUNK", "FIELD_BOUNDS", "BoundField", "SliceResult", "bind_code", "camera_plane_points", "camera_slice",
+    "clean_small_regions", "frontal_camera", "intrinsics_for_size", "orbit_radius", "path_cameras", "render_grid",
+    "render_label_maps", "save_animation", "save_label_animation", "save_label_sequence", "slice_camera_plane",
+    "slice_field", "view_intrinsics",
+]
+
+FIELD_BOUNDS = 1.5
+"""Half-size of the box a SOF field is sliced and meshed in: the ray-marching sphere (radius 1.5) fits inside."""
 
 CPU_RENDER_CHUNK = 4096
 """Rays per chunk when rendering on a CPU (``chunk=None``); GPUs use the model's default (16384)."""
@@ -94,25 +102,6 @@ def render_label_maps(model, codes: torch.Tensor, cam2world: np.ndarray | torch.
 def intrinsics_for_size(K: np.ndarray, stored_size: int, size: int, pixel_center: float = 0.0) -> np.ndarray:
     """Rescale pixel intrinsics of a ``stored_size`` image to ``size`` (the data loader's convention)."""
     return scale_intrinsics(K, size / stored_size, size / stored_size, pixel_center=pixel_center)
-
-
-class SliceResult(NamedTuple):
-    labels: np.ndarray
-    """(R, R) argmax class ids."""
-    probabilities: np.ndarray
-    """(R, R, C) softmax probabilities."""
-    points: np.ndarray
-    """(R, R, 3) world points of the slice."""
-
-
-def slice_field(field: Callable[[torch.Tensor], torch.Tensor], axis: str, offset: float, *,
-                bounds: float | Sequence[Sequence[float]] = 1.5, resolution: int = 128,
-                chunk: int = 65536) -> SliceResult:
-    """Class logits of any field on a world-axis-aligned plane (see :func:`toolkit.geometry.grids.plane_points`)."""
-    pts = plane_points(axis, offset, bounds, resolution)
-    logits = evaluate_field(field, pts, chunk=chunk).float()
-    probs = torch.softmax(logits, dim=-1)
-    return SliceResult(probs.argmax(-1).numpy().astype(np.uint8), probs.numpy(), pts.numpy())
 
 
 def camera_slice(model, code: torch.Tensor, cam2world: np.ndarray, K: np.ndarray, size: int,
@@ -184,10 +173,13 @@ def save_animation(frames: np.ndarray, path: str | os.PathLike, *, fps: int = 12
 class BoundField:
     """A learned SOF field with one latent code bound to it: ``field(xyz (N, 3)) -> (N, C) logits``.
 
-    The phi weights are generated once, so repeated queries (sliders, MISE levels, 3D mIoU chunks)
-    skip the hypernetwork. They are a snapshot: bind again after the model's weights change. Use
-    :func:`bind_code` to build one.
+    A point field (:class:`toolkit.geometry.fields.PointField`): ``bounds`` is the cube of half-size
+    :data:`FIELD_BOUNDS`, ``device`` the model's, ``chunk`` its points per call. The phi weights are generated
+    once, so repeated queries (sliders, MISE levels, 3D mIoU chunks) skip the hypernetwork. They are a
+    snapshot: bind again after the model's weights change. Use :func:`bind_code` to build one.
     """
+
+    bounds = box(FIELD_BOUNDS)
 
     def __init__(self, model, code: torch.Tensor, *, chunk: int | None = None):
         self.model = model
@@ -202,6 +194,7 @@ class BoundField:
             model.train(was_training)
         # A few thousand points keep a CPU's activations in cache (about 25% faster than 16k); GPUs want more.
         self.chunk = chunk or (4096 if device.type == "cpu" else 65536)
+        self.device = device
         self.num_classes = model.config.num_classes
         self.projection = model.config.projection
 
@@ -275,39 +268,6 @@ def frontal_camera(projection: str = "ortho") -> np.ndarray:
 def view_intrinsics(size: int, projection: str = "ortho") -> np.ndarray:
     """(3, 3) intrinsics of a ``size`` x ``size`` render that frames the portraits as the training data."""
     return portrait_intrinsics(size, projection)
-
-
-# ----------------------------------------------------------------------------------------------------
-# Camera-parallel slices of any field
-# ----------------------------------------------------------------------------------------------------
-
-def camera_plane_points(cam2world: np.ndarray, K: np.ndarray, size: int, depth: float, *,
-                        projection: str = "ortho") -> torch.Tensor:
-    """(size, size, 3) world points of the camera-parallel plane at camera depth ``depth``, one per pixel."""
-    cam = torch.as_tensor(np.asarray(cam2world), dtype=torch.float32).reshape(1, 4, 4)
-    Kt = torch.as_tensor(np.asarray(K), dtype=torch.float32).reshape(1, 3, 3)
-    uv = pixel_grid(size, size)[None]
-    return lift(uv, depth, cam, Kt, projection)[0].reshape(size, size, 3)
-
-
-def slice_camera_plane(field: LogitField, cam2world: np.ndarray, K: np.ndarray, size: int, depth: float, *,
-                       projection: str = "ortho", chunk: int = 65536) -> SliceResult:
-    """Class logits of any field on the camera-parallel plane at camera depth ``depth``.
-
-    A :class:`BoundField` goes through :func:`camera_slice` (``model.slice_logits`` with its cached phi
-    weights, the original's slice); any other callable (e.g. ``SyntheticHead.logits``) is evaluated on the
-    same plane points.
-    """
-    if isinstance(field, BoundField):
-        if field.projection != projection:
-            raise ValueError(f"slice_camera_plane: projection={projection!r}, but the model's is "
-                             f"{field.projection!r}")
-        return camera_slice(field.model, field.code[0], cam2world, K, size, depth, weights=field.weights,
-                            chunk=field.chunk)
-    pts = camera_plane_points(cam2world, K, size, depth, projection=projection)
-    logits = evaluate_field(field, pts, chunk=chunk).float().cpu()
-    probs = torch.softmax(logits, dim=-1)
-    return SliceResult(probs.argmax(-1).numpy().astype(np.uint8), probs.numpy(), pts.numpy())
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -29,15 +29,14 @@ from typing import NamedTuple, Self
 import numpy as np
 import torch
 
+from toolkit.geometry.fields import PointField
 from toolkit.geometry.grids import evaluate_field
 from toolkit.geometry.meshing import GridResult, Mesh, extract_mesh, label_vertices, marching_cubes
-from toolkit.sof.render import LogitField, bind_code
+from toolkit.sof.render import FIELD_BOUNDS, bind_code
 
 SCORES = ("probability", "logit")
-DEFAULT_BOUNDS = 1.5
+DEFAULT_BOUNDS = FIELD_BOUNDS
 """Half-size of the default meshing box: the ray-marching sphere (radius 1.5) fits inside it."""
-
-ScalarField = Callable[[torch.Tensor], torch.Tensor]
 
 
 class SemanticMeshResult(NamedTuple):
@@ -55,7 +54,7 @@ class SemanticMeshResult(NamedTuple):
 # Scalar fields
 # ----------------------------------------------------------------------------------------------------
 
-def as_logit_field(source, code: torch.Tensor | np.ndarray | None = None) -> LogitField:
+def as_logit_field(source, code: torch.Tensor | np.ndarray | None = None) -> PointField:
     """A callable (N, 3) -> (N, C) logits from a field, or from a SOF model plus one code.
 
     Args:
@@ -95,14 +94,14 @@ def class_score(logits: torch.Tensor, class_id: int, *, score: str = "probabilit
     return values[:, class_id] - others.max(dim=-1).values
 
 
-def foreground_field(source, code=None, *, score: str = "probability") -> ScalarField:
+def foreground_field(source, code=None, *, score: str = "probability") -> PointField:
     """Scalar field (N, 3) -> (N,) of :func:`foreground_score`, reduced chunk by chunk."""
     field = as_logit_field(source, code)
     _check_score(score)
     return lambda xyz: foreground_score(field(xyz), score=score)
 
 
-def class_field(source, class_id: int, code=None, *, score: str = "probability") -> ScalarField:
+def class_field(source, class_id: int, code=None, *, score: str = "probability") -> PointField:
     """Scalar field (N, 3) -> (N,) of :func:`class_score` for one class."""
     field = as_logit_field(source, code)
     _check_score(score)

@@ -1,0 +1,180 @@
+"""Occupancy Flow as a point field: the occupancy of one sequence at a time t, and the inference settings.
+
+:class:`OccupancyField` implements the point-field contract of :mod:`toolkit.geometry.fields` for an
+Occupancy Flow model with the codes of ONE sequence: ``field(xyz (N, 3)) -> (N,)`` occupancy logits at
+its time t (t = 0 is the decoder; t > 0 transports each point back to t = 0 through the ODE and decodes,
+oflow.md section 1), on the box ``[-0.55, 0.55]^3`` (box 1 + padding 0.1), on the model's device. It is
+also time-varying (``times``, ``at(t)``), so slicing, meshing and the volume slicer's time slider take it
+like any other field. Coordinates are frame-0 normalised units; times in [0, 1].
+
+Also here, shared by generation, latent tools and evaluation: :func:`window_codes`, :func:`eval_mode`,
+:func:`model_device`, :func:`frame_times` and :func:`inference_ode` (the solver of a query: a preset,
+options or the model's own, never the adjoint).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from toolkit.geometry.grids import Bounds, box
+from toolkit.oflow.data import BOX_HALF
+from toolkit.oflow.ode import ODEOptions, SolveStats, ode_preset, resolve_options
+
+__all__ = ["OccupancyField", "eval_mode", "frame_times", "inference_ode", "model_device", "occupancy_fields",
+           "occupancy_slicer", "window_codes"]
+
+
+class OccupancyField:
+    """The occupancy logits of one sequence at time ``t``: a point field that is also time-varying.
+
+    Args:
+        model: an :class:`toolkit.oflow.model.OccupancyFlow` (queried in eval mode).
+        codes: ``Codes`` of ONE sequence (batch size 1), e.g. from ``model.encode``.
+        t: the time of this field's values.
+        times: frame times the field is shown at (default ``linspace(0, 1, config.seq_len)``).
+        ode: the transport for t > 0 (:func:`inference_ode`: a preset name, options, or None for the
+            model's own).
+        chunk: points per call (the original's 100000).
+        bounds: the box (default the original's ``[-0.55, 0.55]^3``).
+        stats: counters of velocity evaluations, filled by every query.
+    """
+
+    def __init__(self, model: Any, codes: Any, t: float = 0.0, *, times: Sequence[float] | None = None,
+                 ode: str | ODEOptions | None = None, chunk: int = 100_000, bounds: Bounds = BOX_HALF,
+                 stats: SolveStats | None = None):
+        if codes.c_t.shape[0] != 1:
+            raise ValueError(f"an OccupancyField holds the codes of one sequence; got batch size {codes.c_t.shape[0]}")
+        self.model, self.codes, self.t = model, codes, float(t)
+        self.device = model_device(model)
+        self.bounds = box(bounds)
+        self.chunk = int(chunk)
+        self.times = frame_times(model, times).tolist()
+        self.ode = inference_ode(model, ode)
+        self.stats = stats
+
+    @torch.no_grad()
+    def __call__(self, xyz: Tensor) -> Tensor:
+        """(N, 3) frame-0 normalised points at time t -> (N,) occupancy logits (on the model's device)."""
+        p = torch.as_tensor(xyz, dtype=torch.float32).to(self.device)[None]
+        with eval_mode(self.model):
+            return self.model.occupancy(self.codes, p, self.t, stats=self.stats, **_ode_kwargs(self.ode))[0]
+
+    def at(self, t: float) -> OccupancyField:
+        """The same sequence's occupancy at time ``t`` (shares codes, solver, times and counters)."""
+        return OccupancyField(self.model, self.codes, t, times=self.times, ode=self.ode, chunk=self.chunk,
+                              bounds=self.bounds, stats=self.stats)
+
+    def __repr__(self) -> str:
+        return f"OccupancyField(t={self.t:.3f}, {len(self.times)} times, ode={self.ode.method!r}, device={self.device})"
+
+
+def occupancy_fields(model: Any, codes: Any, **kwargs: Any) -> list[OccupancyField]:
+    """One :class:`OccupancyField` per sequence of a batch of ``Codes`` (keyword arguments as the class's)."""
+    return [OccupancyField(model, type(codes)(*(c[i:i + 1] for c in codes)), **kwargs)
+            for i in range(codes.c_t.shape[0])]
+
+
+def occupancy_slicer(model: Any, items: Sequence[dict] | dict, *, names: Sequence[str] | None = None,
+                     times: Sequence[float] | None = None, size: int = 96, ode: str | ODEOptions | None = None,
+                     **slicer_kwargs: Any):
+    """The volume slicer of Occupancy Flow occupancy fields: world x/y/z planes and a time slider.
+
+    Args:
+        model: an :class:`toolkit.oflow.model.OccupancyFlow` in eval mode.
+        items: windows to choose from (``dataset[i]`` of :class:`toolkit.oflow.data.SequenceDataset`, with
+            ``inputs`` (L, N, 3) and ``times``), or one of them.
+        names: their names in the selector (default each item's ``sequence``).
+        times: the time slider's stops (default each item's ``times``).
+        size: slice resolution in pixels.
+        ode: transport settings for t > 0 (see :func:`inference_ode`; default the model's).
+        **slicer_kwargs: further :class:`toolkit.viz.slicer.VolumeSlicer` options (``display_scale``, ...).
+
+    Returns:
+        A :class:`toolkit.viz.slicer.VolumeSlicer` (two classes, outside and inside); ``.show()`` displays
+        the widget, or a static figure with one row per time when there is no widget frontend.
+    """
+    from toolkit.labels import OCCUPANCY
+    from toolkit.viz.slicer import SlicerInstance, VolumeSlicer
+
+    items = [items] if isinstance(items, dict) else list(items)
+    names = list(names) if names is not None else [str(it.get("sequence", f"window {i}")) for i, it in enumerate(items)]
+    instances = []
+    for name, item in zip(names, items):
+        stops = times if times is not None else torch.as_tensor(item["times"]).cpu().tolist()
+        field = OccupancyField(model, window_codes(model, item.get("inputs")), times=stops, ode=ode)
+        instances.append(SlicerInstance(name, {"model": field}))
+    slicer_kwargs.setdefault("instance_label", "sequence")
+    return VolumeSlicer(instances, size=size, label_set=OCCUPANCY, class_id=1, **slicer_kwargs)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Inference settings shared by generation, latent tools and evaluation
+# ----------------------------------------------------------------------------------------------------
+
+
+class eval_mode:
+    """Eval mode inside the block (the CBN decoder must not use batch statistics), restored after."""
+
+    def __init__(self, model: Any):
+        self.model, self.was = model, getattr(model, "training", False)
+
+    def __enter__(self):
+        if hasattr(self.model, "eval"):
+            self.model.eval()
+
+    def __exit__(self, *exc):
+        if hasattr(self.model, "train"):
+            self.model.train(self.was)
+
+
+def window_codes(model: Any, inputs: Tensor | None) -> Any:
+    """Codes of one window (posterior means for the VAE). ``inputs``: (L, N, 3), or None without encoders."""
+    if not model.needs_inputs:
+        return model.encode(None, batch_size=1)
+    if inputs is None:
+        raise ValueError("this model has encoders: window_codes() needs the window's inputs (L, N, 3)")
+    return model.encode(torch.as_tensor(inputs, dtype=torch.float32, device=model_device(model))[None])
+
+
+def model_device(model: Any) -> torch.device:
+    """The device of the model's parameters (CPU for a model without any)."""
+    try:
+        return next(model.parameters()).device
+    except (StopIteration, AttributeError):
+        return torch.device("cpu")
+
+
+def frame_times(model: Any, times: Any = None, device: torch.device | None = None) -> Tensor:
+    """(T,) float32 times: ``times`` checked, or ``linspace(0, 1, config.seq_len)`` (t = i / 16 for 17 frames).
+
+    Raises:
+        ValueError: not a non-empty 1-D sequence of finite values.
+    """
+    if times is None:
+        n = int(getattr(getattr(model, "config", None), "seq_len", 17))
+        return torch.linspace(0.0, 1.0, n, device=device)
+    t = torch.as_tensor(times, dtype=torch.float32, device=device)
+    if t.ndim != 1 or t.numel() == 0 or not bool(torch.isfinite(t).all()):
+        raise ValueError(f"times must be a non-empty 1-D sequence of finite values; got shape {tuple(t.shape)}")
+    return t
+
+
+def inference_ode(model: Any, ode: str | ODEOptions | None = None, **overrides: Any) -> ODEOptions:
+    """The transport of a query: a key of ``ODE_PRESETS``, an ``ODEOptions``, or None for the model's
+    ``config.ode``; ``overrides`` change single fields. Never the adjoint (queries need no gradients)."""
+    if isinstance(ode, str):
+        base = ode_preset(ode)
+    elif isinstance(ode, ODEOptions):
+        base = ode
+    elif ode is None:
+        base = getattr(getattr(model, "config", None), "ode", None) or ODEOptions()
+    else:
+        raise TypeError(f"ode must be a preset name, ODEOptions or None; got {type(ode).__name__}")
+    return resolve_options(base, **{"adjoint": False, **overrides})
+
+
+def _ode_kwargs(opts: ODEOptions) -> dict[str, Any]:
+    return {k: getattr(opts, k) for k in ODEOptions.__dataclass_fields__}
