@@ -89,3 +89,60 @@ def test_save_rejects_unknown_format(tmp_path):
     mesh = M.Mesh(np.zeros((3, 3), np.float32), np.array([[0, 1, 2]]))
     with pytest.raises(ValueError, match="valid"):
         M.save_mesh(tmp_path / "m.stl", mesh)
+
+
+# ----------------------------------------------------------------------------------------------- options
+
+
+def test_options_object_and_loose_knobs_give_the_same_mesh():
+    opts = M.MeshingOptions(level=0.05, resolution0=8, upsampling_steps=2, bounds=0.5)
+    assert opts.resolution == 32 and opts.bounds == ((-0.5,) * 3, (0.5,) * 3)
+    by_object = M.extract_mesh(sphere(0.4), opts).mesh
+    by_knobs = M.extract_mesh(sphere(0.4), threshold=0.05, resolution0=8, upsampling_steps=2, bounds=0.5).mesh
+    np.testing.assert_array_equal(by_object.faces, by_knobs.faces)
+    np.testing.assert_array_equal(by_object.vertices, by_knobs.vertices)
+    # a knob on top of an object changes only that field
+    finer = M.meshing_options(opts, upsampling_steps=3)
+    assert (finer.level, finer.resolution, finer.bounds) == (0.05, 64, opts.bounds)
+
+
+class _Field:
+    """A point field that declares its own box and chunk."""
+
+    bounds = M.box(((-0.2, 0.2), (-0.3, 0.3), (-0.4, 0.4)))
+    device = torch.device("cpu")
+    chunk = 100
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, p):
+        self.calls.append(len(p))
+        return 0.15 - p.norm(dim=-1)
+
+
+def test_the_field_supplies_box_and_chunk_the_options_leave_open():
+    field = _Field()
+    mesh = M.extract_mesh(field, M.MeshingOptions(resolution0=8, upsampling_steps=0)).mesh
+    assert max(field.calls) == 100  # the field's chunk
+    np.testing.assert_allclose(mesh.vertices.min(0), [-0.15, -0.15, -0.15], atol=0.03)
+    grid = M.dense_grid(field, resolution=8)
+    assert grid.values.shape == (9, 9, 9) and grid.values[0, 0, 0] == pytest.approx(0.15 - math.sqrt(0.29), abs=1e-6)
+    field.calls.clear()
+    M.mise_grid(field, M.MeshingOptions(resolution0=4, upsampling_steps=0, chunk=7, bounds=1.0))
+    assert max(field.calls) == 7  # the options' chunk wins
+
+
+@pytest.mark.parametrize("knobs, error, match", [
+    ({"resolution0": 0}, ValueError, "resolution0 must be an int >= 1; got 0"),
+    ({"upsampling_steps": -1}, ValueError, "upsampling_steps must be an int >= 0"),
+    ({"chunk": 0}, ValueError, "chunk must be a positive int or None"),
+    ({"impl": "gpu"}, ValueError, r"unknown marching-cubes implementation \"gpu\"; valid: \['auto', 'triton', 'pymcubes'\]"),
+    ({"bounds": -1.0}, ValueError, "bounds half-size must be > 0"),
+    ({"level": float("nan")}, ValueError, "level must be a finite number"),
+    ({"resolution": 64}, TypeError, r"unknown meshing option\(s\) \['resolution'\]; valid:"),
+    ({"threshold": 0.1, "level": 0.2}, TypeError, "threshold \\(its old name\\) or level, not both"),
+], ids=["resolution0", "steps", "chunk", "impl", "bounds", "level", "unknown", "threshold-and-level"])
+def test_options_are_validated_once_with_a_clear_message(knobs, error, match):
+    with pytest.raises(error, match=match):
+        M.meshing_options(**knobs)

@@ -120,3 +120,30 @@ def test_occupancy_slicer_builds_from_windows(analytic):
     assert slicer.instance_label == "sequence" and len(slicer.times) == model.config.seq_len
     res = slicer.slices("y", 0.0, instance=1, t=0.5)["model"]
     assert res.labels.shape == (12, 12) and res.probabilities.shape == (12, 12, 2)
+
+
+def test_occupancy_meshing_converts_the_probability_once():
+    from toolkit.oflow.fields import occupancy_meshing, resolve_meshing
+
+    opts = occupancy_meshing(0.3, resolution0=16, upsampling_steps=1, padding=0.2)
+    assert opts.level == pytest.approx(np.log(0.3 / 0.7)) and opts.resolution == 32 and opts.chunk == 100_000
+    assert opts.bounds.hi == pytest.approx((0.6,) * 3)
+    assert resolve_meshing(opts) is opts and resolve_meshing(threshold=0.3, resolution0=16, upsampling_steps=1,
+                                                             padding=0.2) == opts
+    with pytest.raises(ValueError, match=r"meshing=MeshingOptions\(...\) or the knobs \['resolution0'\], not both"):
+        resolve_meshing(opts, resolution0=64)
+    with pytest.raises(ValueError, match=r"occupancy probability in \(0, 1\); got 1.5"):
+        occupancy_meshing(1.5)
+
+
+def test_reconstruct_takes_the_options_object(analytic):
+    from toolkit.oflow.fields import occupancy_meshing
+    from toolkit.oflow.generate import reconstruct
+
+    model, codes = analytic.analytic_model(), analytic.codes([Z], [Z_T])
+    by_knobs = reconstruct(model, codes, times=[0.0, 1.0], resolution0=8, upsampling_steps=1, ode="rk4")[0]
+    by_object = reconstruct(model, codes, times=[0.0, 1.0], ode="rk4",
+                            meshing=occupancy_meshing(resolution0=8, upsampling_steps=1))[0]
+    np.testing.assert_array_equal(by_knobs.vertices, by_object.vertices)
+    with pytest.raises(ValueError, match="not both"):
+        reconstruct(model, codes, resolution0=8, meshing=occupancy_meshing())

@@ -1,9 +1,12 @@
-"""Mesh extraction from any callable field: MISE refinement, marching cubes, semantic colouring, export.
+"""Mesh extraction from any point field: MISE refinement, marching cubes, semantic colouring, export.
 
-Fields are callables on points, ``f(xyz: (N, 3) tensor) -> (N,) tensor`` of scalar values, "inside"
-where the value exceeds ``threshold`` (occupancy logits, or SOF's foreground score). The grid spans a
-box; lattice index g along an axis maps to ``lo + g * (hi - lo) / R`` for a grid of R cells
-(R + 1 lattice points), so lattice points sit exactly on the box faces.
+Fields are point fields (:mod:`toolkit.geometry.fields`), ``f(xyz: (N, 3) tensor) -> (N,) tensor`` of
+scalar values, "inside" where the value exceeds the level (occupancy logits, or SOF's foreground score).
+How a surface is extracted is one validated :class:`MeshingOptions` (level, MISE lattice, box, chunk,
+marching-cubes backend), built once where a user's knobs enter and passed down as it is; the field
+supplies what the options leave open (its box, chunk and device). The grid spans a box; lattice index g
+along an axis maps to ``lo + g * (hi - lo) / R`` for a grid of R cells (R + 1 lattice points), so lattice
+points sit exactly on the box faces.
 
 MISE (multiresolution iso-surface extraction, Occupancy Networks): evaluate a coarse lattice, mark the
 cells whose corners straddle the threshold, subdivide only those, query only the new lattice points,
@@ -18,17 +21,19 @@ not needed here); the closing pad and the map to world coordinates are done here
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
-from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from toolkit.geometry.fields import PointField
-from toolkit.geometry.grids import Bounds, _bounds, box, evaluate_field
+from toolkit.geometry.grids import Bounds, Box, box, evaluate_field
 from toolkit.io import atomic_write
 
 
@@ -57,11 +62,105 @@ class MeshResult(NamedTuple):
     grid: GridResult
 
 
-def dense_grid(field: PointField, *, bounds: float | Sequence[Sequence[float]] = 0.55, resolution: int = 128,
-               chunk: int = 262144, device=None) -> GridResult:
-    """Evaluate ``field`` on every lattice point of an R^3-cell grid (for comparison with MISE)."""
-    lo, hi = _bounds(bounds)
-    n = resolution + 1
+MC_IMPLS = ("auto", "triton", "pymcubes")
+"""Marching-cubes backends of :func:`marching_cubes`."""
+
+DEFAULT_BOUNDS = 0.55
+"""Half-size of the box of a field that declares none (the original Occupancy Flow's box 1 + padding 0.1)."""
+DEFAULT_CHUNK = 262144
+"""Points per field call of a field that declares no ``chunk``."""
+
+
+@dataclass(frozen=True)
+class MeshingOptions:
+    """How a surface is extracted from a point field (MISE, then marching cubes), validated once.
+
+    Build it where the knobs enter (``MeshingOptions(level=..., resolution0=...)``, or
+    ``meshing_options(options, **knobs)``) and pass it down; ``replace(**changes)`` validates again.
+    """
+
+    level: float = 0.0
+    """The isovalue in the field's own values, "inside" above it: a logit for occupancy logits (Occupancy
+    Flow's probability 0.3 is the level log(0.3 / 0.7)), 0 for SOF's scores."""
+    resolution0: int = 32
+    """Cells per axis of the coarse lattice, evaluated densely."""
+    upsampling_steps: int = 2
+    """MISE refinements; the final grid has ``resolution0 * 2**upsampling_steps`` cells (0: dense)."""
+    bounds: Bounds | None = None
+    """The box (parsed to a :class:`toolkit.geometry.grids.Box`); None: the field's ``bounds``, else
+    :data:`DEFAULT_BOUNDS`."""
+    chunk: int | None = None
+    """Points per field call; None: the field's ``chunk``, else :data:`DEFAULT_CHUNK`."""
+    impl: str = "auto"
+    """Marching-cubes backend (:data:`MC_IMPLS`; see :func:`marching_cubes`)."""
+    close: bool = True
+    """Pad the lattice with an outside value so surfaces cut by the box are closed (watertight)."""
+
+    def __post_init__(self):
+        _check_options(self)
+        if self.bounds is not None:
+            object.__setattr__(self, "bounds", box(self.bounds))
+
+    @property
+    def resolution(self) -> int:
+        """Cells per axis of the final grid."""
+        return self.resolution0 * 2 ** self.upsampling_steps
+
+    def replace(self, **changes: Any) -> MeshingOptions:
+        """A copy with ``changes`` (validated)."""
+        return dataclasses.replace(self, **changes)
+
+    def box_for(self, field) -> Box:
+        """The box of ``field``'s mesh: these options', the field's, or the default."""
+        own = getattr(field, "bounds", None)
+        return box(self.bounds if self.bounds is not None else own if own is not None else DEFAULT_BOUNDS)
+
+    def chunk_for(self, field) -> int:
+        """Points per call of ``field``: these options', the field's, or the default."""
+        return self.chunk or getattr(field, "chunk", None) or DEFAULT_CHUNK
+
+
+MESHING_KNOBS = ("threshold", "level", "resolution0", "upsampling_steps", "bounds", "chunk", "impl", "close")
+"""Keywords :func:`meshing_options` accepts (``threshold`` is the level, the name these functions always took)."""
+
+
+def meshing_options(options: MeshingOptions | None = None, **knobs: Any) -> MeshingOptions:
+    """``options`` (default ``MeshingOptions()``) with loose keyword knobs applied, validated once.
+
+    Raises:
+        TypeError: an unknown knob (the message lists the valid ones), or both threshold and level.
+        ValueError: an invalid value.
+    """
+    unknown = sorted(set(knobs) - set(MESHING_KNOBS))
+    if unknown:
+        raise TypeError(f"unknown meshing option(s) {unknown}; valid: {list(MESHING_KNOBS)}")
+    if "threshold" in knobs:
+        if "level" in knobs:
+            raise TypeError("give the level once: threshold (its old name) or level, not both")
+        knobs["level"] = knobs.pop("threshold")
+    options = options if options is not None else MeshingOptions()
+    return options.replace(**knobs) if knobs else options
+
+
+def dense_grid(field: PointField, options: MeshingOptions | None = None, *, resolution: int | None = None,
+               device: torch.device | str | None = None, **knobs: Any) -> GridResult:
+    """Evaluate ``field`` on every lattice point of an R^3-cell grid (for comparison with MISE).
+
+    Args:
+        field: a point field (any callable on (N, 3) points).
+        options: the box and chunk (:class:`MeshingOptions`); the grid has ``options.resolution`` cells.
+        resolution: R, cells per axis, instead of the options' (default 128 when neither gives one).
+        device: where the field runs (default: the field's ``device``).
+        **knobs: single options (see :func:`meshing_options`).
+    """
+    if resolution is None and options is None and "resolution0" not in knobs:
+        resolution = 128
+    if resolution is not None:
+        knobs.update(resolution0=int(resolution), upsampling_steps=0)
+    opts = meshing_options(options, **knobs)
+    lo, hi = opts.box_for(field)
+    n = opts.resolution + 1
+    chunk, device = opts.chunk_for(field), _device(field, device)
     values = np.empty((n, n, n), dtype=np.float32)
     # Slab by slab along x so memory stays bounded at high resolution.
     ys = torch.linspace(lo[1], hi[1], n, device=device)
@@ -73,28 +172,36 @@ def dense_grid(field: PointField, *, bounds: float | Sequence[Sequence[float]] =
     return GridResult(values, n ** 3, None)
 
 
-def mise_grid(field: PointField, *, threshold: float = 0.0, bounds: float | Sequence[Sequence[float]] = 0.55,
-              resolution0: int = 32, upsampling_steps: int = 2, chunk: int = 262144, device=None) -> GridResult:
-    """Multiresolution evaluation of ``field``: final grid of ``resolution0 * 2**upsampling_steps`` cells.
+def mise_grid(field: PointField, options: MeshingOptions | None = None, *,
+              device: torch.device | str | None = None, **knobs: Any) -> GridResult:
+    """Multiresolution evaluation of ``field``: final grid of ``options.resolution`` cells.
+
+    Args:
+        field: a point field (any callable on (N, 3) points).
+        options: level, lattice, box and chunk (:class:`MeshingOptions`; default ``MeshingOptions()``).
+        device: where the field runs (default: the field's ``device``).
+        **knobs: single options (see :func:`meshing_options`: threshold, resolution0, ...).
 
     Returns the final lattice values; points not queried are trilinear interpolations of the coarser
     level (see the module docstring). Memory is a few bytes per final lattice point, never C values
     per point: 512^3 cells take about 0.7 GB.
     """
-    lo, hi = _bounds(bounds)
+    opts = meshing_options(options, **knobs)
+    threshold, chunk, device = opts.level, opts.chunk_for(field), _device(field, device)
+    lo, hi = opts.box_for(field)
     lo_t, span = torch.tensor(lo), torch.tensor(hi) - torch.tensor(lo)
 
     def query(index: torch.Tensor, res: int) -> torch.Tensor:
         pts = lo_t + index.float() * (span / res)
         return evaluate_field(field, pts.to(device) if device else pts, chunk=chunk).float().cpu()
 
-    res = resolution0
+    res = opts.resolution0
     n = res + 1
     idx = torch.stack(torch.meshgrid(*(torch.arange(n),) * 3, indexing="ij"), -1).reshape(-1, 3)
     values = query(idx, res).reshape(n, n, n)
     num_queries = n ** 3
     queried = torch.ones(n, n, n, dtype=torch.bool)
-    for _ in range(upsampling_steps):
+    for _ in range(opts.upsampling_steps):
         # Cells whose 8 corners straddle the threshold.
         v = values[None, None]
         cell_max = F.max_pool3d(v, 2, stride=1)[0, 0]
@@ -115,10 +222,6 @@ def mise_grid(field: PointField, *, threshold: float = 0.0, bounds: float | Sequ
         queried = known | todo
         del v, cell_max, cell_min, active, sub_active, needed, known, todo
     return GridResult(values.numpy(), num_queries, queried.numpy())
-
-
-MC_IMPLS = ("auto", "triton", "pymcubes")
-"""Marching-cubes backends of :func:`marching_cubes`."""
 
 
 def marching_cubes(values: np.ndarray | torch.Tensor, threshold: float = 0.0, *, bounds: Bounds = 0.55,
@@ -159,12 +262,23 @@ def marching_cubes(values: np.ndarray | torch.Tensor, threshold: float = 0.0, *,
     return Mesh(verts.astype(np.float32), faces.astype(np.int64))
 
 
-def extract_mesh(field: PointField, *, threshold: float = 0.0, bounds: float | Sequence[Sequence[float]] = 0.55,
-                 resolution0: int = 32, upsampling_steps: int = 2, chunk: int = 262144, device=None) -> MeshResult:
-    """MISE then marching cubes: the ``threshold`` surface of ``field`` (0 refinement steps = dense)."""
-    grid = mise_grid(field, threshold=threshold, bounds=bounds, resolution0=resolution0,
-                     upsampling_steps=upsampling_steps, chunk=chunk, device=device)
-    return MeshResult(marching_cubes(grid.values, threshold, bounds=bounds), grid)
+def extract_mesh(field: PointField, options: MeshingOptions | None = None, *,
+                 device: torch.device | str | None = None, **knobs: Any) -> MeshResult:
+    """MISE then marching cubes: the ``options.level`` surface of ``field`` (0 refinement steps = dense).
+
+    Args:
+        field: a point field (any callable on (N, 3) points); its ``device`` also picks the
+            marching-cubes kernel when ``options.impl`` is "auto".
+        options: :class:`MeshingOptions` (default ``MeshingOptions()``).
+        device: where the field runs (default: the field's ``device``).
+        **knobs: single options (see :func:`meshing_options`: threshold, bounds, resolution0, ...).
+    """
+    opts = meshing_options(options, **knobs)
+    device = _device(field, device)
+    grid = mise_grid(field, opts, device=device)
+    mesh = marching_cubes(grid.values, opts.level, bounds=opts.box_for(field), close=opts.close, impl=opts.impl,
+                          device=device)
+    return MeshResult(mesh, grid)
 
 
 def label_vertices(mesh: Mesh, label_field: Callable[[torch.Tensor], torch.Tensor], *, palette: np.ndarray,
@@ -246,6 +360,24 @@ def load_mesh(path: str | os.PathLike) -> Mesh:
 # ----------------------------------------------------------------------------------------------------
 # private
 # ----------------------------------------------------------------------------------------------------
+
+
+def _device(field, device) -> torch.device | None:
+    device = device if device is not None else getattr(field, "device", None)
+    return None if device is None else torch.device(device)
+
+
+def _check_options(o: MeshingOptions) -> None:
+    if isinstance(o.resolution0, bool) or not isinstance(o.resolution0, int) or o.resolution0 < 1:
+        raise ValueError(f"resolution0 must be an int >= 1; got {o.resolution0!r}")
+    if isinstance(o.upsampling_steps, bool) or not isinstance(o.upsampling_steps, int) or o.upsampling_steps < 0:
+        raise ValueError(f"upsampling_steps must be an int >= 0; got {o.upsampling_steps!r}")
+    if o.chunk is not None and (not isinstance(o.chunk, int) or o.chunk < 1):
+        raise ValueError(f"chunk must be a positive int or None; got {o.chunk!r}")
+    if o.impl not in MC_IMPLS:
+        raise ValueError(f'unknown marching-cubes implementation "{o.impl}"; valid: {list(MC_IMPLS)}')
+    if not np.isfinite(float(o.level)):
+        raise ValueError(f"level must be a finite number; got {o.level!r}")
 
 
 def _mc_backend(impl: str, device: torch.device) -> str:

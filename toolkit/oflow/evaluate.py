@@ -37,7 +37,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from toolkit.geometry.meshing import Mesh
+from toolkit.geometry.meshing import Mesh, MeshingOptions
 from toolkit.io import DataError
 from toolkit.metrics import (
     chamfer_distance,
@@ -48,7 +48,7 @@ from toolkit.metrics import (
 )
 from toolkit.oflow.checkpoint import load_oflow
 from toolkit.oflow.data import BOX_HALF, POINTS_DIR, SequenceDataset, find_sequences, pack_sequence
-from toolkit.oflow.fields import window_codes
+from toolkit.oflow.fields import resolve_meshing, window_codes
 from toolkit.oflow.model import Codes, OccupancyFlow
 
 __all__ = [
@@ -139,7 +139,8 @@ def predict_window(model: OccupancyFlow, item: dict, *, threshold: float = IOU_T
 @torch.no_grad()
 def reconstruct_sequence(model: OccupancyFlow, inputs: torch.Tensor | None, times: Sequence[float] | None = None, *,
                          codes: Codes | None = None, threshold: float = IOU_THRESHOLD, resolution0: int = 32,
-                         upsampling_steps: int = 2, bounds: float = BOX_HALF, chunk: int = 100_000) -> list[Mesh]:
+                         upsampling_steps: int = 2, bounds: float = BOX_HALF, chunk: int = 100_000,
+                         meshing: MeshingOptions | None = None) -> list[Mesh]:
     """One mesh per time: MISE + marching cubes of the t=0 decoder, vertices carried forward by the flow.
 
     One window through :func:`toolkit.oflow.generate.reconstruct` (oflow.md section 4): the t=0 surface is the
@@ -150,18 +151,20 @@ def reconstruct_sequence(model: OccupancyFlow, inputs: torch.Tensor | None, time
         inputs: (L, N, 3) input trajectories of one window (None for models without encoders).
         times: output times (default ``linspace(0, 1, L)``).
         codes: precomputed window codes (default: encoded from ``inputs``).
+        meshing: the meshing settings as one object, instead of threshold, resolution0, upsampling_steps,
+            bounds and chunk.
     Returns:
         T meshes sharing faces; vertex k of every mesh is the same particle. All empty when the t=0
         field never crosses the threshold.
     """
     from toolkit.oflow.generate import reconstruct
 
+    opts = _meshing(meshing, threshold, resolution0, upsampling_steps, bounds=bounds, chunk=chunk)
     codes = window_codes(model, inputs) if codes is None else codes
     if times is None:
         n = inputs.shape[0] if inputs is not None else model.config.seq_len
         times = np.linspace(0.0, 1.0, n)
-    seq = reconstruct(model, codes, times=times, threshold=threshold, resolution0=resolution0,
-                      upsampling_steps=upsampling_steps, padding=2 * bounds - 1.0, chunk=chunk)[0]
+    seq = reconstruct(model, codes, times=times, meshing=opts)[0]
     return [Mesh(v.astype(np.float32), seq.faces) for v in seq.vertices]
 
 
@@ -172,7 +175,8 @@ def reconstruct_sequence(model: OccupancyFlow, inputs: torch.Tensor | None, time
 def evaluate_window(model: OccupancyFlow, item: dict, *, meshes: bool = True, field_iou: bool = False,
                     threshold: float = IOU_THRESHOLD, resolution0: int = 32, upsampling_steps: int = 2,
                     n_surface_points: int = 100_000, gt_normals: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
-                    seed: int = 0, chunk: int = 32768) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+                    seed: int = 0, chunk: int = 32768, meshing: MeshingOptions | None = None
+                    ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     """Per-frame metrics of one evaluation window.
 
     Args:
@@ -184,10 +188,13 @@ def evaluate_window(model: OccupancyFlow, item: dict, *, meshes: bool = True, fi
         gt_normals: per frame (points (M, 3), normals (M, 3)) sampled on ground-truth meshes; enables
             ``normal_consistency``.
         seed: surface sampling seed.
+        meshing: the meshing settings as one object, instead of resolution0 and upsampling_steps at the
+            ``threshold`` level (``threshold`` still sets the field-level IoU).
     Returns:
         (metrics, seconds): metric name -> (T,) float64 array, only for the metrics computed; and the
         time spent per stage (encode, iou_field, mesh_t0_and_propagation, surface_metrics).
     """
+    opts = _meshing(meshing, threshold, resolution0, upsampling_steps, threshold_also_iou=True)
     seconds: dict[str, float] = {}
     start = time.perf_counter()
     codes = window_codes(model, item.get("inputs"))
@@ -204,8 +211,7 @@ def evaluate_window(model: OccupancyFlow, item: dict, *, meshes: bool = True, fi
     if not meshes:
         return out, seconds
     start = time.perf_counter()
-    seq = reconstruct_sequence(model, None, times, codes=codes, threshold=threshold, resolution0=resolution0,
-                               upsampling_steps=upsampling_steps)
+    seq = reconstruct_sequence(model, None, times, codes=codes, meshing=opts)
     seconds["mesh_t0_and_propagation"] = time.perf_counter() - start
     start = time.perf_counter()
     gt_pcl = torch.as_tensor(item["pointcloud"]).cpu().numpy().astype(np.float32)
@@ -262,6 +268,7 @@ def evaluate_model(model: OccupancyFlow, dataset: SequenceDataset, *, max_window
     """
     if not dataset.eval:
         raise ValueError("evaluate_model needs a dataset built with eval=True (all frames, deterministic points)")
+    opts = _meshing(None, threshold, resolution0, upsampling_steps)
     model.eval()
     n = len(dataset)
     indices = list(range(n)) if max_windows is None or max_windows >= n else \
@@ -277,9 +284,8 @@ def evaluate_model(model: OccupancyFlow, dataset: SequenceDataset, *, max_window
             gt_normals = ground_truth_normals(dataset.sequences[seq_i].path, start, dataset.length,
                                               n_points=n_normal_points, seed=seed)
         metrics, secs = evaluate_window(model, item, meshes=meshes, field_iou=field_iou, threshold=threshold,
-                                        resolution0=resolution0,
-                                        upsampling_steps=upsampling_steps, n_surface_points=n_surface_points,
-                                        gt_normals=gt_normals, seed=seed)
+                                        n_surface_points=n_surface_points, gt_normals=gt_normals, seed=seed,
+                                        meshing=opts)
         for k, v in secs.items():
             seconds[k] = seconds.get(k, 0.0) + v
         per_window.append({"sequence": item["sequence"], "start": int(start),
@@ -484,6 +490,20 @@ def ground_truth_normals(sequence_dir: str | os.PathLike, start: int, length: in
 # --------------------------------------------------------------------------------------------------
 # private
 # --------------------------------------------------------------------------------------------------
+
+def _meshing(meshing: MeshingOptions | None, threshold: float, resolution0: int, upsampling_steps: int, *,
+             bounds: float = BOX_HALF, chunk: int = 100_000, threshold_also_iou: bool = False) -> MeshingOptions:
+    """One :class:`MeshingOptions` from the evaluation knobs (the ``threshold`` probability as a logit level),
+    or ``meshing`` itself when given (the knobs then keep their defaults; a ``threshold`` that also sets the
+    field-level IoU may differ)."""
+    if meshing is not None and bounds != BOX_HALF:
+        raise ValueError("give the meshing settings once: meshing=MeshingOptions(...) or bounds, not both")
+    knobs = {"resolution0": resolution0, "upsampling_steps": upsampling_steps, "chunk": chunk}
+    if meshing is None or not threshold_also_iou:
+        knobs["threshold"] = threshold
+    opts = resolve_meshing(meshing, **knobs)
+    return opts if meshing is not None or bounds == BOX_HALF else opts.replace(bounds=bounds)
+
 
 def _quiet_chamfer(pred, gt, pred_normals=None, gt_normals=None):
     import warnings

@@ -7,12 +7,19 @@ oflow.md section 1), on the box ``[-0.55, 0.55]^3`` (box 1 + padding 0.1), on th
 also time-varying (``times``, ``at(t)``), so slicing, meshing and the volume slicer's time slider take it
 like any other field. Coordinates are frame-0 normalised units; times in [0, 1].
 
+:func:`occupancy_meshing` turns the original's meshing knobs (an occupancy PROBABILITY threshold, the
+MISE lattice, a box padding) into one validated :class:`toolkit.geometry.meshing.MeshingOptions` whose level
+is the threshold's logit and whose box is ``1 + padding``: the conversion happens once, where the knobs
+enter, and generation, latent tools and evaluation pass the options object down.
+
 Also here, shared by generation, latent tools and evaluation: :func:`window_codes`, :func:`eval_mode`,
 :func:`model_device`, :func:`frame_times` and :func:`inference_ode` (the solver of a query: a preset,
 options or the model's own, never the adjoint).
 """
 from __future__ import annotations
 
+import inspect
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,11 +27,12 @@ import torch
 from torch import Tensor
 
 from toolkit.geometry.grids import Bounds, box
+from toolkit.geometry.meshing import MeshingOptions
 from toolkit.oflow.data import BOX_HALF
 from toolkit.oflow.ode import ODEOptions, SolveStats, ode_preset, resolve_options
 
 __all__ = ["OccupancyField", "eval_mode", "frame_times", "inference_ode", "model_device", "occupancy_fields",
-           "occupancy_slicer", "window_codes"]
+           "occupancy_meshing", "occupancy_slicer", "ode_kwargs", "resolve_meshing", "window_codes"]
 
 
 class OccupancyField:
@@ -60,7 +68,9 @@ class OccupancyField:
         """(N, 3) frame-0 normalised points at time t -> (N,) occupancy logits (on the model's device)."""
         p = torch.as_tensor(xyz, dtype=torch.float32).to(self.device)[None]
         with eval_mode(self.model):
-            return self.model.occupancy(self.codes, p, self.t, stats=self.stats, **_ode_kwargs(self.ode))[0]
+            if self.t == 0.0:  # the decoder itself: no ODE to solve
+                return self.model.decode(self.codes, p)[0]
+            return self.model.occupancy(self.codes, p, self.t, stats=self.stats, **ode_kwargs(self.ode))[0]
 
     def at(self, t: float) -> OccupancyField:
         """The same sequence's occupancy at time ``t`` (shares codes, solver, times and counters)."""
@@ -113,6 +123,53 @@ def occupancy_slicer(model: Any, items: Sequence[dict] | dict, *, names: Sequenc
 # ----------------------------------------------------------------------------------------------------
 # Inference settings shared by generation, latent tools and evaluation
 # ----------------------------------------------------------------------------------------------------
+
+
+def occupancy_meshing(threshold: float = 0.3, *, resolution0: int = 32, upsampling_steps: int = 2,
+                      padding: float = 0.1, chunk: int = 100_000, impl: str = "auto") -> MeshingOptions:
+    """Meshing options of an occupancy field from Occupancy Flow's knobs, validated once.
+
+    Args:
+        threshold: occupancy probability of the surface (the original: 0.3); the level is its logit
+            ``log(p / (1 - p))``, since the field gives logits.
+        resolution0, upsampling_steps: MISE coarse lattice and refinements (final grid
+            ``resolution0 * 2**upsampling_steps`` cells; the original: 32 and 2, i.e. 128^3).
+        padding: box = 1 + padding, i.e. the cube ``[-(1 + padding) / 2, (1 + padding) / 2]^3``.
+        chunk: decoder queries per call (the original: 100000).
+        impl: marching-cubes backend (see :func:`toolkit.geometry.meshing.marching_cubes`).
+
+    Raises:
+        ValueError: a threshold outside (0, 1), resolution0 < 2, upsampling_steps < 0 or padding < 0.
+    """
+    if not 0.0 < float(threshold) < 1.0:
+        raise ValueError(f"threshold is an occupancy probability in (0, 1); got {threshold} "
+                         f"(the original: 0.3, i.e. logit {math.log(0.3 / 0.7):.3f})")
+    if int(resolution0) < 2 or int(upsampling_steps) < 0:
+        raise ValueError(f"need resolution0 >= 2 and upsampling_steps >= 0; got {resolution0}, {upsampling_steps}")
+    if not padding >= 0:
+        raise ValueError(f"padding must be >= 0 (box = 1 + padding); got {padding}")
+    level = math.log(float(threshold) / (1.0 - float(threshold)))
+    return MeshingOptions(level=level, resolution0=int(resolution0), upsampling_steps=int(upsampling_steps),
+                          bounds=0.5 * (1.0 + float(padding)), chunk=int(chunk), impl=impl)
+
+
+_MESHING_DEFAULTS = {k: p.default for k, p in inspect.signature(occupancy_meshing).parameters.items()}
+
+
+def resolve_meshing(meshing: MeshingOptions | None = None, **knobs: Any) -> MeshingOptions:
+    """``meshing`` when given (then every knob must keep its default), else :func:`occupancy_meshing` of the
+    knobs: how the public functions that take both an options object and the original's knobs read them.
+
+    Raises:
+        ValueError: ``meshing`` together with a knob changed from its default.
+    """
+    if meshing is None:
+        return occupancy_meshing(**knobs)
+    changed = sorted(k for k, v in knobs.items() if v != _MESHING_DEFAULTS[k])
+    if changed:
+        raise ValueError(f"give the meshing settings once: meshing=MeshingOptions(...) or the knobs {changed}, "
+                         "not both")
+    return meshing
 
 
 class eval_mode:
@@ -176,5 +233,6 @@ def inference_ode(model: Any, ode: str | ODEOptions | None = None, **overrides: 
     return resolve_options(base, **{"adjoint": False, **overrides})
 
 
-def _ode_kwargs(opts: ODEOptions) -> dict[str, Any]:
+def ode_kwargs(opts: ODEOptions) -> dict[str, Any]:
+    """The fields of ``opts`` as keyword arguments of the model's transport methods."""
     return {k: getattr(opts, k) for k in ODEOptions.__dataclass_fields__}

@@ -21,7 +21,6 @@ Coordinates are frame-0 normalised units (the frame-0 body fits in about [-0.5, 
 """
 from __future__ import annotations
 
-import math
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -32,16 +31,18 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from toolkit.geometry.meshing import Mesh, marching_cubes, mise_grid, save_mesh
+from toolkit.geometry.meshing import Mesh, MeshingOptions, marching_cubes, mise_grid, save_mesh
 from toolkit.io import DataError, atomic_save_npz, load_npz
-from toolkit.oflow.ode import (
-    FusedVelocity,
-    ODEOptions,
-    SolveStats,
-    ode_preset,
-    resolve_options,
-    transport_forward,
+from toolkit.oflow.fields import (
+    OccupancyField,
+    eval_mode,
+    frame_times,
+    inference_ode,
+    model_device,
+    ode_kwargs,
+    resolve_meshing,
 )
+from toolkit.oflow.ode import FusedVelocity, ODEOptions, SolveStats, transport_forward
 
 __all__ = [
     "FrameMeshes",
@@ -130,6 +131,7 @@ def reconstruct(
     chunk: int = 100_000,
     progress: bool = False,
     fused: bool | None = None,
+    meshing: MeshingOptions | None = None,
     **ode_overrides: Any,
 ) -> list[MeshSequence]:
     """Mesh sequences of a batch: MISE + marching cubes at t=0, then one forward transport of the vertices.
@@ -155,16 +157,20 @@ def reconstruct(
             per-item terms and reused buffers; same vertices to float rounding, about 1.4x faster
             propagation on a CPU); False runs the module itself (the plain path); None (default) fuses
             whenever the model's velocity field has that MLP's layout.
+        meshing: the t=0 meshing settings as one object (e.g. :func:`toolkit.oflow.fields.occupancy_meshing`),
+            instead of threshold, resolution0, upsampling_steps, padding and chunk (which then keep their
+            defaults).
 
     Returns:
         One :class:`MeshSequence` per item, frames in the order of ``times``.
     """
-    device = _device(model)
-    opts = _ode_options(model, ode, ode_overrides)
-    times_t = _times(model, times, device)
-    _logit_threshold(threshold)
-    _check_grid(resolution0, upsampling_steps, padding, decimate_faces)
-    with _eval_mode(model):
+    device = model_device(model)
+    opts = inference_ode(model, ode, **ode_overrides)
+    times_t = frame_times(model, times, device)
+    mesh_opts = resolve_meshing(meshing, threshold=threshold, resolution0=resolution0,
+                                upsampling_steps=upsampling_steps, padding=padding, chunk=chunk)
+    _check_decimate(decimate_faces)
+    with eval_mode(model):
         t = time.perf_counter()
         codes = _codes(model, inputs, device)
         _sync(device)
@@ -172,9 +178,8 @@ def reconstruct(
         b = codes.c_t.shape[0]
         meshes, per_item = [], []
         for i in _progress(range(b), progress, "t=0 meshes"):
-            mesh, timing, stats = extract_t0_mesh(model, _item(codes, i), threshold=threshold,
-                                                  resolution0=resolution0, upsampling_steps=upsampling_steps,
-                                                  padding=padding, decimate_faces=decimate_faces, chunk=chunk)
+            mesh, timing, stats = extract_t0_mesh(model, _item(codes, i), meshing=mesh_opts,
+                                                  decimate_faces=decimate_faces)
             meshes.append(mesh)
             per_item.append((timing, stats))
         t = time.perf_counter()
@@ -203,6 +208,7 @@ def extract_t0_mesh(
     padding: float = 0.1,
     decimate_faces: int | None = None,
     chunk: int = 100_000,
+    meshing: MeshingOptions | None = None,
 ) -> tuple[Mesh, dict[str, float], dict[str, int]]:
     """The t=0 mesh of ONE item: MISE of the decoder logits, marching cubes, optional decimation.
 
@@ -215,19 +221,16 @@ def extract_t0_mesh(
     """
     if codes.c_t.shape[0] != 1:
         raise ValueError(f"extract_t0_mesh takes the codes of one item; got batch size {codes.c_t.shape[0]}")
-    logit = _logit_threshold(threshold)
-    device = _device(model)
-
-    def field(p: Tensor) -> Tensor:
-        return model.decode(codes, p[None].to(device))[0]
-
-    bounds = 0.5 * (1.0 + padding)
+    opts = resolve_meshing(meshing, threshold=threshold, resolution0=resolution0,
+                           upsampling_steps=upsampling_steps, padding=padding, chunk=chunk)
+    _check_decimate(decimate_faces)
+    field = OccupancyField(model, codes, 0.0)
     t = time.perf_counter()
-    grid = mise_grid(field, threshold=logit, bounds=bounds, resolution0=resolution0,
-                     upsampling_steps=upsampling_steps, chunk=chunk, device=device)
+    grid = mise_grid(field, opts)
     t_mise = time.perf_counter() - t
     t = time.perf_counter()
-    mesh = marching_cubes(grid.values, logit, bounds=bounds, device=device)
+    mesh = marching_cubes(grid.values, opts.level, bounds=opts.box_for(field), close=opts.close, impl=opts.impl,
+                          device=field.device)
     mesh = Mesh(np.asarray(mesh.vertices, np.float32), np.asarray(mesh.faces, np.int64))
     t_mc = time.perf_counter() - t
     n_faces = len(mesh.faces)
@@ -266,8 +269,8 @@ def propagate_vertices(
     Returns:
         B float32 arrays (T, V_b, 3).
     """
-    device = _device(model)
-    opts = _ode_options(model, ode, ode_overrides)
+    device = model_device(model)
+    opts = inference_ode(model, ode, **ode_overrides)
     if torch.is_tensor(vertices) or isinstance(vertices, np.ndarray):
         vertices = list(vertices if vertices.ndim == 3 else vertices[None])
     items = [v.detach().float().cpu() if torch.is_tensor(v) else torch.as_tensor(np.asarray(v, np.float32))
@@ -292,11 +295,11 @@ def propagate_vertices(
         except (TypeError, AttributeError):
             if fused:
                 raise
-    with _eval_mode(model):
+    with eval_mode(model):
         if fast is not None:
             traj = transport_forward(fast, p0, times_t, cond=(codes.c_t, codes.z_t), options=opts, stats=stats)
         else:
-            traj = model.transport_forward(codes, p0, times_t, stats=stats, **_as_overrides(opts))
+            traj = model.transport_forward(codes, p0, times_t, stats=stats, **ode_kwargs(opts))
     traj = traj.float().cpu().numpy()
     return [np.ascontiguousarray(traj[i, :, : sizes[i]]) for i in range(b)]
 
@@ -319,6 +322,7 @@ def reconstruct_per_frame(
     ode: str | ODEOptions | None = None,
     chunk: int = 100_000,
     progress: bool = False,
+    meshing: MeshingOptions | None = None,
     **ode_overrides: Any,
 ) -> list[FrameMeshes]:
     """One MISE extraction per frame of the occupancy at time t (query -> back to t=0 -> decoder).
@@ -331,14 +335,13 @@ def reconstruct_per_frame(
     Returns:
         One :class:`FrameMeshes` per item.
     """
-    device = _device(model)
-    opts = _ode_options(model, ode, ode_overrides)
-    times_t = _times(model, times, device)
-    logit = _logit_threshold(threshold)
-    _check_grid(resolution0, upsampling_steps, padding, None)
-    bounds = 0.5 * (1.0 + padding)
+    device = model_device(model)
+    opts = inference_ode(model, ode, **ode_overrides)
+    times_t = frame_times(model, times, device)
+    mesh_opts = resolve_meshing(meshing, threshold=threshold, resolution0=resolution0,
+                                upsampling_steps=upsampling_steps, padding=padding, chunk=chunk)
     out = []
-    with _eval_mode(model):
+    with eval_mode(model):
         t = time.perf_counter()
         codes = _codes(model, inputs, device)
         _sync(device)
@@ -347,17 +350,14 @@ def reconstruct_per_frame(
         jobs = [(i, float(tk)) for i in range(b) for tk in times_t.tolist()]
         results: dict[int, list] = {i: [] for i in range(b)}
         for i, tk in _progress(jobs, progress, "per-frame MISE"):
-            ci, solve = _item(codes, i), SolveStats()
-
-            def field(p: Tensor, ci=ci, tk=tk, solve=solve) -> Tensor:
-                return model.occupancy(ci, p[None].to(device), tk, stats=solve, **_as_overrides(opts))[0]
-
+            solve = SolveStats()
+            field = OccupancyField(model, _item(codes, i), tk, ode=opts, stats=solve)
             t = time.perf_counter()
-            grid = mise_grid(field, threshold=logit, bounds=bounds, resolution0=resolution0,
-                             upsampling_steps=upsampling_steps, chunk=chunk, device=device)
+            grid = mise_grid(field, mesh_opts)
             t_mise = time.perf_counter() - t
             t = time.perf_counter()
-            mesh = marching_cubes(grid.values, logit, bounds=bounds, device=device)
+            mesh = marching_cubes(grid.values, mesh_opts.level, bounds=mesh_opts.box_for(field),
+                                  close=mesh_opts.close, impl=mesh_opts.impl, device=field.device)
             mesh = Mesh(np.asarray(mesh.vertices, np.float32), np.asarray(mesh.faces, np.int64))
             results[i].append((mesh, t_mise, time.perf_counter() - t, grid.num_queries, solve.nfe))
     for i in range(b):
@@ -580,31 +580,9 @@ def load_mesh_sequence(path: str | os.PathLike) -> MeshSequence:
 # ----------------------------------------------------------------------------------------------------
 
 
-class _eval_mode:
-    """Eval mode inside the block (the CBN decoder must not use batch statistics), restored after."""
-
-    def __init__(self, model: Any):
-        self.model, self.was = model, getattr(model, "training", False)
-
-    def __enter__(self):
-        if hasattr(self.model, "eval"):
-            self.model.eval()
-
-    def __exit__(self, *exc):
-        if hasattr(self.model, "train"):
-            self.model.train(self.was)
-
-
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":  # kernels run asynchronously: wait before reading the clock
         torch.cuda.synchronize(device)
-
-
-def _device(model: Any) -> torch.device:
-    try:
-        return next(model.parameters()).device
-    except (StopIteration, AttributeError):
-        return torch.device("cpu")
 
 
 def _codes(model: Any, inputs: Any, device: torch.device) -> Any:
@@ -623,47 +601,9 @@ def _item(codes: Any, i: int) -> Any:
     return type(codes)(*(c[i:i + 1] for c in codes))
 
 
-def _times(model: Any, times: Any, device: torch.device) -> Tensor:
-    if times is None:
-        n = int(getattr(getattr(model, "config", None), "seq_len", 17))
-        return torch.linspace(0.0, 1.0, n, device=device)
-    t = torch.as_tensor(times, dtype=torch.float32, device=device)
-    if t.ndim != 1 or t.numel() == 0 or not bool(torch.isfinite(t).all()):
-        raise ValueError(f"times must be a non-empty 1-D sequence of finite values; got shape {tuple(t.shape)}")
-    return t
-
-
-def _logit_threshold(threshold: float) -> float:
-    if not 0.0 < float(threshold) < 1.0:
-        raise ValueError(f"threshold is an occupancy probability in (0, 1); got {threshold} "
-                         f"(the original: 0.3, i.e. logit {math.log(0.3 / 0.7):.3f})")
-    return math.log(float(threshold) / (1.0 - float(threshold)))
-
-
-def _check_grid(resolution0: int, upsampling_steps: int, padding: float, decimate_faces: int | None) -> None:
-    if int(resolution0) < 2 or int(upsampling_steps) < 0:
-        raise ValueError(f"need resolution0 >= 2 and upsampling_steps >= 0; got {resolution0}, {upsampling_steps}")
-    if not padding >= 0:
-        raise ValueError(f"padding must be >= 0 (box = 1 + padding); got {padding}")
+def _check_decimate(decimate_faces: int | None) -> None:
     if decimate_faces is not None and int(decimate_faces) < 4:
         raise ValueError(f"decimate_faces must be None or >= 4; got {decimate_faces}")
-
-
-def _ode_options(model: Any, ode: str | ODEOptions | None, overrides: dict[str, Any]) -> ODEOptions:
-    if isinstance(ode, str):
-        base = ode_preset(ode)
-    elif isinstance(ode, ODEOptions):
-        base = ode
-    elif ode is None:
-        base = getattr(getattr(model, "config", None), "ode", None) or ODEOptions()
-    else:
-        raise TypeError(f"ode must be a preset name, ODEOptions or None; got {type(ode).__name__}")
-    # generation needs no gradients: never pay for the adjoint machinery
-    return resolve_options(base, **{"adjoint": False, **overrides})
-
-
-def _as_overrides(opts: ODEOptions) -> dict[str, Any]:
-    return {k: getattr(opts, k) for k in ODEOptions.__dataclass_fields__}
 
 
 def _progress(items, enabled: bool, desc: str):

@@ -33,22 +33,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from toolkit.geometry.meshing import Mesh
+from toolkit.geometry.meshing import Mesh, MeshingOptions
 from toolkit.io import DataError, atomic_save_npz, atomic_save_text, load_npz
 from toolkit.latent import interpolate_codes
-from toolkit.oflow.generate import (
-    STAGES,
-    MeshSequence,
-    _check_grid,
-    _device,
-    _eval_mode,
-    _logit_threshold,
-    _ode_options,
-    _times,
-    extract_t0_mesh,
-    propagate_vertices,
-    reconstruct,
-)
+from toolkit.oflow.fields import eval_mode, frame_times, inference_ode, model_device, resolve_meshing
+from toolkit.oflow.generate import STAGES, MeshSequence, extract_t0_mesh, propagate_vertices, reconstruct
 from toolkit.oflow.ode import ODEOptions, SolveStats
 
 __all__ = [
@@ -226,7 +215,7 @@ def encode_latent_table(model: Any, source: Any, *, batch_size: int = 16, progre
                          f"this model has z_dim={z_dim} (use load_pretrained('generative'))")
     items: Iterable = (source[i] for i in range(len(source))) if hasattr(source, "__getitem__") and \
         hasattr(source, "__len__") and not isinstance(source, (list, tuple)) else source
-    device = _device(model)
+    device = model_device(model)
     names, starts, zs, zts, zstd, ztstd = [], [], [], [], [], []
     batch: list[Mapping] = []
 
@@ -237,7 +226,7 @@ def encode_latent_table(model: Any, source: Any, *, batch_size: int = 16, progre
         zstd.append(q.q_z.scale.cpu()), ztstd.append(q.q_z_t.scale.cpu())
         batch.clear()
 
-    with _eval_mode(model):
+    with eval_mode(model):
         for k, item in enumerate(_maybe_progress(items, progress, len(source) if hasattr(source, "__len__") else None)):
             for key in ("inputs", "sequence"):
                 if key not in item:
@@ -323,6 +312,7 @@ def interpolate_motion(
     padding: float = 0.1,
     ode: str | ODEOptions | None = None,
     chunk: int = 100_000,
+    meshing: MeshingOptions | None = None,
     **ode_overrides: Any,
 ) -> Interpolation:
     """Interpolate between two motions with the shape code held fixed.
@@ -336,20 +326,18 @@ def interpolate_motion(
         z_t_a, z_t_b: (Z,) the end motion codes.
         steps: number of steps (>= 2), ends included.
         mode, easing: see :func:`toolkit.latent.interpolate_codes` ("linear" or "slerp").
-        times, threshold, resolution0, upsampling_steps, padding, ode, chunk, **ode_overrides: as in
+        times, threshold, resolution0, upsampling_steps, padding, ode, chunk, meshing, **ode_overrides: as in
             :func:`toolkit.oflow.generate.reconstruct`.
     """
     z, z_t_a, z_t_b = (_latent(model, v, name) for v, name in ((z, "z"), (z_t_a, "z_t_a"), (z_t_b, "z_t_b")))
     path = interpolate_codes(z_t_a, z_t_b, steps, mode=mode, easing=easing)
-    _logit_threshold(threshold)
-    _check_grid(resolution0, upsampling_steps, padding, None)
-    device = _device(model)
-    times_t = _times(model, times, device)
-    opts = _ode_options(model, ode, ode_overrides)
-    with _eval_mode(model):
-        mesh, timing, stats = extract_t0_mesh(model, _vae_codes(model, z[None], z_t_a[None]), threshold=threshold,
-                                              resolution0=resolution0, upsampling_steps=upsampling_steps,
-                                              padding=padding, chunk=chunk)
+    mesh_opts = resolve_meshing(meshing, threshold=threshold, resolution0=resolution0,
+                                upsampling_steps=upsampling_steps, padding=padding, chunk=chunk)
+    device = model_device(model)
+    times_t = frame_times(model, times, device)
+    opts = inference_ode(model, ode, **ode_overrides)
+    with eval_mode(model):
+        mesh, timing, stats = extract_t0_mesh(model, _vae_codes(model, z[None], z_t_a[None]), meshing=mesh_opts)
         t = time.perf_counter()
         solve = SolveStats()
         codes = _vae_codes(model, z[None].expand(steps, -1), path)
@@ -444,7 +432,7 @@ def transfer_motion(
     """
     from toolkit.oflow.model import Codes
 
-    device = _device(model)
+    device = model_device(model)
     if isinstance(motion, Codes):
         if motion.c_t.shape[0] != 1:
             raise ValueError(f"motion codes must hold one item; got {motion.c_t.shape[0]}")
@@ -458,7 +446,7 @@ def transfer_motion(
     f = np.zeros((0, 3), np.int64) if faces is None else np.asarray(faces, np.int64)
     if f.ndim != 2 or f.shape[1] != 3 or (len(f) and (f.min() < 0 or f.max() >= len(v))):
         raise ValueError(f"faces must be (F, 3) indices into the {len(v)} vertices; got shape {f.shape}")
-    times_t = _times(model, times, device)
+    times_t = frame_times(model, times, device)
     t = time.perf_counter()
     solve = SolveStats()
     verts = propagate_vertices(model, codes, [v], times_t, ode=ode, stats=solve, **ode_overrides)[0]
@@ -573,7 +561,7 @@ def _latent(model: Any, v: Any, name: str) -> Tensor:
         raise ValueError(f"{name}: latent interpolation and z_t motion codes need a generative (VAE) model "
                          f"(z_dim > 0, c_dim == 0); this one has z_dim={z_dim}, c_dim={c_dim}. For completion "
                          f"models pass Codes from model.encode(...) to transfer_motion")
-    t = torch.as_tensor(v, dtype=torch.float32).to(_device(model))
+    t = torch.as_tensor(v, dtype=torch.float32).to(model_device(model))
     if t.ndim == 2 and t.shape[0] == 1:
         t = t[0]
     if t.shape != (z_dim,):

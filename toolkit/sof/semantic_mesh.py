@@ -29,9 +29,16 @@ from typing import NamedTuple, Self
 import numpy as np
 import torch
 
-from toolkit.geometry.fields import PointField
+from toolkit.geometry.fields import FunctionField, PointField
 from toolkit.geometry.grids import evaluate_field
-from toolkit.geometry.meshing import GridResult, Mesh, extract_mesh, label_vertices, marching_cubes
+from toolkit.geometry.meshing import (
+    GridResult,
+    Mesh,
+    MeshingOptions,
+    extract_mesh,
+    label_vertices,
+    marching_cubes,
+)
 from toolkit.sof.render import FIELD_BOUNDS, bind_code
 
 SCORES = ("probability", "logit")
@@ -95,17 +102,18 @@ def class_score(logits: torch.Tensor, class_id: int, *, score: str = "probabilit
 
 
 def foreground_field(source, code=None, *, score: str = "probability") -> PointField:
-    """Scalar field (N, 3) -> (N,) of :func:`foreground_score`, reduced chunk by chunk."""
+    """Scalar field (N, 3) -> (N,) of :func:`foreground_score`, reduced chunk by chunk (the logit field's
+    box, device and chunk size carry over)."""
     field = as_logit_field(source, code)
     _check_score(score)
-    return lambda xyz: foreground_score(field(xyz), score=score)
+    return _like(field, lambda xyz: foreground_score(field(xyz), score=score))
 
 
 def class_field(source, class_id: int, code=None, *, score: str = "probability") -> PointField:
-    """Scalar field (N, 3) -> (N,) of :func:`class_score` for one class."""
+    """Scalar field (N, 3) -> (N,) of :func:`class_score` for one class (box, device and chunk carry over)."""
     field = as_logit_field(source, code)
     _check_score(score)
-    return lambda xyz: class_score(field(xyz), class_id, score=score)
+    return _like(field, lambda xyz: class_score(field(xyz), class_id, score=score))
 
 
 def foreground_labels(source, code=None) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -140,12 +148,11 @@ def semantic_mesh(source, code=None, *, resolution: int = 256, resolution0: int 
     """
     from toolkit.labels import get_label_set
 
-    steps = _upsampling_steps(resolution, resolution0)
+    options = _options(resolution, resolution0, bounds, threshold, chunk)
     field = as_logit_field(source, code)
     with PeakMemory() as mem:
         start = time.perf_counter()
-        result = extract_mesh(foreground_field(field, score=score), threshold=threshold, bounds=bounds,
-                              resolution0=resolution0, upsampling_steps=steps, chunk=chunk, device=device)
+        result = extract_mesh(foreground_field(field, score=score), options, device=device)
         mesh = result.mesh
         if len(mesh.vertices):
             mesh = label_vertices(mesh, foreground_labels(field), palette=get_label_set(label_set).palette,
@@ -173,7 +180,7 @@ def class_meshes(source, code=None, *, classes: Sequence[int] | None = None, res
     """
     from toolkit.labels import get_label_set
 
-    steps = _upsampling_steps(resolution, resolution0)
+    options = _options(resolution, resolution0, bounds, threshold, chunk)
     field = as_logit_field(source, code)
     palette = get_label_set(label_set).palette
     if classes is None:
@@ -181,8 +188,7 @@ def class_meshes(source, code=None, *, classes: Sequence[int] | None = None, res
         classes = [c for c in classes if c != 0]
     out = {}
     for c in classes:
-        mesh = extract_mesh(class_field(field, int(c), score=score), threshold=threshold, bounds=bounds,
-                            resolution0=resolution0, upsampling_steps=steps, chunk=chunk, device=device).mesh
+        mesh = extract_mesh(class_field(field, int(c), score=score), options, device=device).mesh
         if len(mesh.faces):
             labels = np.full(len(mesh.vertices), int(c), dtype=np.int64)
             out[int(c)] = mesh._replace(vertex_labels=labels, vertex_colors=palette[labels])
@@ -315,6 +321,17 @@ def _rss_bytes() -> int:
 def _check_score(score: str) -> None:
     if score not in SCORES:
         raise ValueError(f"unknown score {score!r}; valid: {list(SCORES)}")
+
+
+def _like(field, fn) -> FunctionField:
+    return FunctionField(fn, bounds=getattr(field, "bounds", None), device=getattr(field, "device", None),
+                         chunk=getattr(field, "chunk", None))
+
+
+def _options(resolution: int, resolution0: int, bounds, threshold: float, chunk: int) -> MeshingOptions:
+    """The meshing options of a semantic mesh (``resolution`` must be ``resolution0`` times a power of 2)."""
+    return MeshingOptions(level=threshold, resolution0=resolution0,
+                          upsampling_steps=_upsampling_steps(resolution, resolution0), bounds=bounds, chunk=chunk)
 
 
 def _upsampling_steps(resolution: int, resolution0: int) -> int:
