@@ -10,9 +10,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from toolkit import training
 from toolkit.metrics import MIoUAccumulator
 from toolkit.training import Callback, Trainer, TrainerConfig, distributed_info
+from toolkit.training import trainer as training  # the loop module: its globals are patched below
 
 W_TRUE = torch.tensor([1.0, -2.0, 0.5])
 COMBOS = [("batch_fn", "wrap"), ("batch_fn", "allreduce"), ("dataset", "wrap")]

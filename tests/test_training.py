@@ -10,18 +10,19 @@ import pytest
 import torch
 from torch import nn
 
-from toolkit import training
 from toolkit.io import DataError
 from toolkit.training import (
     Callback,
     LivePlot,
     Trainer,
     TrainerConfig,
+    drop_schedule,
     latest_checkpoint,
     load_checkpoint,
     plot_history,
     shard_batch,
 )
+from toolkit.training import trainer as training  # the loop module: its globals are patched below
 
 W_TRUE = torch.tensor([1.5, -2.0, 0.5])
 
@@ -392,7 +393,7 @@ def test_schedule_replaced_on_resume_replays_from_the_base_rate(tmp_path):
     first = _trainer(tmp_path / "run", max_steps=8)  # StepLR(5, 0.5): the saved rate is decayed to 5e-3
     first.fit()
     assert first.optimizer.param_groups[0]["lr"] == pytest.approx(5e-3)
-    dropped = training.drop_schedule(tmp_path / "run")
+    dropped = drop_schedule(tmp_path / "run")
     assert dropped.name == "step_00000008.pt" and torch.load(dropped, weights_only=True)["scheduler"] is None
     resumed = _trainer(tmp_path / "run", max_steps=9)
     resumed.scheduler = torch.optim.lr_scheduler.MultiStepLR(resumed.optimizer, milestones=[20], gamma=0.1)

@@ -68,18 +68,31 @@ def detect_format(path: Path) -> str:
     return "sof"
 
 
+def _system(name: str):
+    """The run-lifecycle record of a system, ``toolkit.<name>.train.SYSTEM`` (:class:`toolkit.training.lifecycle.System`):
+    the one place the command line tells the systems apart."""
+    import importlib
+
+    return importlib.import_module(f"toolkit.{name}.train").SYSTEM
+
+
+def _options(args, system: str, flags: dict[str, tuple[str, str, object]], command: str) -> dict:
+    """Keyword options of ``system`` from its flags ({flag: (owning system, keyword, default)}); a flag given for
+    another system is a usage error."""
+    wrong = [flag for flag, (owner, kw, _) in flags.items() if getattr(args, kw) and owner != system]
+    if wrong:
+        owners = sorted({flags[f][0] for f in wrong})
+        raise UsageError(f"{command} {system}: {', '.join(wrong)} apply to {' and '.join(owners)} only")
+    return {kw: (getattr(args, kw) or default) for flag, (owner, kw, default) in flags.items() if owner == system}
+
+
 def _validate(args) -> int:
     fmt = args.format or detect_format(args.path)
-    if fmt == "sof":
-        if args.window is not None:
-            raise UsageError("validate: --window applies to the oflow format (sequence windows) only")
-        from toolkit.sof.data import validate_dataset
-
-        problems = validate_dataset(args.path)
-    else:
-        from toolkit.oflow.data import validate_dataset
-
-        problems = validate_dataset(args.path, window=args.window)
+    try:
+        options = _options(args, fmt, _VALIDATE_FLAGS, "validate")
+    except UsageError:
+        raise UsageError("validate: --window applies to the oflow format (sequence windows) only") from None
+    problems = _system(fmt).validate(args.path, **options)
     if problems:
         print(_printable(f"{args.path}: {len(problems)} problem(s) ({fmt} format)"))
         for p in problems:
@@ -90,39 +103,33 @@ def _validate(args) -> int:
 
 
 def _train(args) -> int:
-    if args.system == "sof":
-        from toolkit.sof.train import train_from_config
-    else:
-        from toolkit.oflow.train import train_from_config
-    train_from_config(args.config, overrides=args.set)
+    from toolkit.training.lifecycle import train_from_config
+
+    train_from_config(_system(args.system), args.config, overrides=args.set)
     return 0
 
 
+_VALIDATE_FLAGS = {"--window": ("oflow", "window", None)}
+_EVAL_FLAGS = {"--split": ("oflow", "split", "test"), "--max-windows": ("oflow", "max_windows", None),
+               "--points": ("oflow", "points", None), "--field-iou": ("oflow", "field_iou", False),
+               "--surface-points": ("oflow", "surface_points", 100_000),
+               "--real": ("oflow-latent", "real", None), "--pairs": ("oflow-latent", "pairs", 12)}
+"""{flag: (the system it applies to, its argparse name, its default)}."""
+_EVAL_KEYWORDS = {"points": "n_eval_points", "surface_points": "n_surface_points", "pairs": "max_pairs"}
+"""argparse names that the evaluators call otherwise."""
+
+
 def _eval(args) -> int:
-    if args.system == "sof":
-        from toolkit.sof.train import evaluate_checkpoint
-    elif args.system == "oflow":
-        from toolkit.oflow.train import evaluate_checkpoint
-    given = {"--split": args.split, "--max-windows": args.max_windows, "--points": args.points,
-             "--field-iou": args.field_iou, "--surface-points": args.surface_points, "--real": args.real,
-             "--pairs": args.pairs}
-    owner = {flag: "oflow-latent" if flag in ("--real", "--pairs") else "oflow" for flag in given}
-    wrong = [flag for flag, value in given.items() if value and owner[flag] != args.system]
-    if wrong:
-        raise UsageError(f"eval {args.system}: {', '.join(wrong)} apply to "
-                         f"{' and '.join(sorted({owner[f] for f in wrong}))} only")
+    options = _options(args, args.system, _EVAL_FLAGS, "eval")
+    options = {_EVAL_KEYWORDS.get(k, k): v for k, v in options.items()}
     if args.json:
         _check_json_target(args.json, args.overwrite)  # before the (long) evaluation
-    if args.system == "sof":
-        result = evaluate_checkpoint(args.checkpoint, args.data)
-    elif args.system == "oflow-latent":
+    if args.system == "oflow-latent":  # the motion codes of a generative model: not a system of its own
         from toolkit.oflow.latent_eval import evaluate_latent
 
-        result = evaluate_latent(args.checkpoint, args.data, real=args.real, max_pairs=args.pairs or 12)
+        result = evaluate_latent(args.checkpoint, args.data, **options)
     else:
-        result = evaluate_checkpoint(args.checkpoint, args.data, split=args.split or "test",
-                                     max_windows=args.max_windows, n_eval_points=args.points,
-                                     field_iou=args.field_iou, n_surface_points=args.surface_points or 100_000)
+        result = _system(args.system).evaluate(args.checkpoint, args.data, **options)
     text = json.dumps(result, indent=2)
     print(text, flush=True)  # the result is shown even if the JSON file cannot be written
     if args.json:

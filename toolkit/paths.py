@@ -27,6 +27,11 @@ def shared_data_dir() -> Path | None:
     return None
 
 
+def user_path(path: str | os.PathLike) -> Path:
+    """``path`` as a Path with ``~`` expanded (config values, command-line arguments)."""
+    return Path(path).expanduser()
+
+
 def generated(*parts: str) -> Path:
     """A path under the generated-data folder (created)."""
     path = GENERATED_DIR.joinpath(*parts)

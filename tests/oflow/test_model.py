@@ -262,10 +262,10 @@ def test_loading_errors(tmp_path):
         r"\(16, 3, 1\);.* more shape mismatches; missing keys .*preset 'completion'",
     ):
         load_checkpoint(path, config="completion")
-    with pytest.raises(DataError, match="checkpoint file not found"):
+    with pytest.raises(DataError, match="absent.pt: checkpoint not found"):
         load_checkpoint(tmp_path / "absent.pt")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(DataError, match="junk.pt: not a readable torch checkpoint"):
+    with pytest.raises(DataError, match="junk.pt: corrupt or unreadable checkpoint"):
         load_checkpoint(tmp_path / "junk.pt")
     with pytest.raises(DataError, match="expected a dict with a 'model' entry"):
         load_checkpoint({"state_dict": sd})

@@ -88,12 +88,17 @@ def test_checkpoint_meta_round_trip_rebuilds_the_same_model(trained, tmp_path):
     torch.testing.assert_close(slim.model.state_dict(), loaded.model.state_dict())
 
 
-def test_trainable_shares_the_model_and_its_state_dict_keys():
+def test_trainable_holds_the_model_and_checkpoints_keep_its_own_keys(trained):
     model = OccupancyFlow(preset("tiny"))
     trainable = OFlowTrainable(model)
-    assert list(trainable.state_dict()) == list(model.state_dict())
+    assert trainable.oflow is model and dict(trainable.named_children()) == {"oflow": model}
     assert all(a is b for a, b in zip(trainable.parameters(), model.parameters()))
-    assert trainable.oflow is model and "oflow" not in dict(trainable.named_children())
+    trainable.eval()
+    assert not model.training  # an ordinary child: modes follow
+    # The trainer stores the model itself (state=trainable.oflow): a training checkpoint has its bare keys.
+    _, result = trained
+    stored = torch.load(result.checkpoint, weights_only=True)["model"]
+    assert list(stored) == list(result.model.state_dict())
 
 
 def test_config_errors_name_the_problem(sphere_root, tmp_path):
@@ -136,13 +141,15 @@ def test_packaged_presets_build_their_models():
 
 
 def test_cli_trains_and_evaluates_the_quick_config(tmp_path, capsys, monkeypatch):
+    import dataclasses
     import functools
 
     import toolkit.oflow.train as oflow_train
 
-    # the command's defaults are the original protocol (128^3 MISE, 100k surface samples): too slow here
-    monkeypatch.setattr(oflow_train, "evaluate_checkpoint", functools.partial(
-        oflow_train.evaluate_checkpoint, n_surface_points=2000, resolution0=16, upsampling_steps=1))
+    # the command's defaults are the original protocol (128^3 MISE, 100k surface samples): too slow here;
+    # the command evaluates through the system's record
+    monkeypatch.setattr(oflow_train, "SYSTEM", dataclasses.replace(oflow_train.SYSTEM, evaluate=functools.partial(
+        oflow_train.evaluate_checkpoint, n_surface_points=2000, resolution0=16, upsampling_steps=1)))
     out = tmp_path / "run"
     # the quick preset on the sphere data (17-frame windows need 17 frames), a few steps
     root = write_moving_sphere_dataset(tmp_path / "sphere17", frames=17, n_points=512, n_pcl=256)
@@ -167,15 +174,18 @@ def test_cli_trains_and_evaluates_the_quick_config(tmp_path, capsys, monkeypatch
 
 
 def test_load_pretrained_falls_back_to_a_quick_model_and_reuses_it(tmp_path, monkeypatch):
+    import dataclasses
+
     import toolkit.oflow.train as oflow_train
 
-    monkeypatch.setattr(oflow_train, "shipped_checkpoint", lambda kind="completion": tmp_path / f"absent_{kind}.pt")
+    monkeypatch.setattr("toolkit.paths.DATA_DIR", tmp_path / "no_shipped_files")
     # the quick data folder exists (a 17-frame sphere), so nothing is generated
     write_moving_sphere_dataset(tmp_path / "bodies_quick", frames=17, n_points=512, n_pcl=256)
     first = oflow_train.load_pretrained("generative", work_dir=tmp_path, progress=False)
     assert first.meta["step"] == 40 and first.model.config.z_dim == 32 and not first.model.training
     calls = []
-    monkeypatch.setattr(oflow_train, "train", lambda *a, **k: calls.append(1))
+    monkeypatch.setattr(oflow_train, "SYSTEM", dataclasses.replace(oflow_train.SYSTEM,
+                                                                   train=lambda *a, **k: calls.append(1)))
     again = oflow_train.load_pretrained("generative", work_dir=tmp_path, progress=False)
     assert calls == [] and again.meta["step"] == 40  # the finished quick run is reused
     torch.testing.assert_close(again.model.state_dict(), first.model.state_dict())

@@ -352,8 +352,8 @@ def test_original_loading_errors(tmp_path):
     assert_close(other.classifier.out.weight, sd["pixel_generator.net.3.weight"], rtol=0, atol=0)
     with pytest.warns(UserWarning, match="ignoring legacy key 'cam_pose.weight'"):
         SOFModel.from_original(dict(sd, **{"cam_pose.weight": torch.zeros(3, 3)}))
-    with pytest.raises(DataError, match="checkpoint file not found"):
+    with pytest.raises(DataError, match="nope.pth: checkpoint not found"):
         SOFModel.from_original(tmp_path / "nope.pth")
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
-    with pytest.raises(DataError, match="junk.pth: cannot read checkpoint"):
+    with pytest.raises(DataError, match="junk.pth: corrupt or unreadable checkpoint"):
         SOFModel.from_original(tmp_path / "junk.pth")

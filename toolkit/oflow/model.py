@@ -30,6 +30,8 @@ from torch.distributions import Normal
 from toolkit.io import DataError
 from toolkit.oflow import ode as _ode
 from toolkit.oflow.ode import ODEOptions
+from toolkit.training.checkpoints import load_checkpoint as read_checkpoint
+from toolkit.training.checkpoints import model_state
 
 __all__ = [
     "DECODERS",
@@ -1025,27 +1027,18 @@ def load_checkpoint(
     or, for :class:`toolkit.training.Trainer` checkpoints, as ``'meta': {'model_config': ...}``.
 
     Args:
-        checkpoint: path or dict.
+        checkpoint: path (a file, or a run folder: its latest checkpoint) or dict.
         config: sizes to build (a config or preset name); overrides the embedded/inferred one.
         map_location: where tensors are loaded.
     Raises:
-        DataError: unreadable file, no 'model' entry, wrong keys or shapes.
+        DataError: missing or unreadable file (:func:`toolkit.training.load_checkpoint`), no 'model' entry,
+            wrong keys or shapes.
     """
     source: str | None = None
     if isinstance(checkpoint, (str, os.PathLike)):
         source = str(checkpoint)
-        if not os.path.isfile(source):
-            raise DataError(source, "checkpoint file not found")
-        try:
-            checkpoint = torch.load(source, map_location=map_location, weights_only=True)
-        except Exception as exc:
-            raise DataError(source, f"not a readable torch checkpoint ({exc})") from exc
-    if not isinstance(checkpoint, Mapping) or "model" not in checkpoint:
-        keys = sorted(checkpoint)[:10] if isinstance(checkpoint, Mapping) else type(checkpoint).__name__
-        raise DataError(source, f"expected a dict with a 'model' entry (the state dict); found {keys}")
-    sd = checkpoint["model"]
-    if not isinstance(sd, Mapping):
-        raise DataError(source, f"'model' entry must be a state dict, found {type(sd).__name__}")
+        checkpoint = read_checkpoint(source, map_location)
+    sd = model_state(checkpoint, source)
     if isinstance(config, str):
         config = preset(config)
     meta = checkpoint.get("meta")

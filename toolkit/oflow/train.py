@@ -39,17 +39,22 @@ from toolkit.config import (
     check_fields,
     declare_checks,
     each,
-    from_dict,
     kwargs_of,
-    load_config_dict,
     nested,
     non_empty,
     one_of,
     within,
 )
 from toolkit.io import DataError, atomic_save_text, atomic_write
-from toolkit.oflow.checkpoint import LoadedOFlow, export_checkpoint, load_oflow
-from toolkit.oflow.data import PCL_DIR, POINTS_DIR, SequenceDataset, find_sequences, list_frames
+from toolkit.oflow.checkpoint import EXPORT_FORMAT, LoadedOFlow, export_checkpoint, load_oflow
+from toolkit.oflow.data import (
+    PCL_DIR,
+    POINTS_DIR,
+    SequenceDataset,
+    find_sequences,
+    list_frames,
+    validate_dataset,
+)
 from toolkit.oflow.evaluate import (
     IOU_THRESHOLD,
     evaluate_checkpoint,
@@ -59,19 +64,22 @@ from toolkit.oflow.evaluate import (
 from toolkit.oflow.losses import STAGES, OFlowLosses, compute_losses
 from toolkit.oflow.model import PRESETS, OccupancyFlow, OFlowConfig, preset
 from toolkit.oflow.ode import ODE_PRESETS, ODEOptions, ode_preset, resolve_options
+from toolkit.paths import user_path
+from toolkit.synthetic.bodies import write_body_dataset
 from toolkit.training import (
     AMP_MODES,
     Callback,
     Trainer,
-    TrainerConfig,
     data_fingerprint,
     latest_checkpoint,
-    load_checkpoint,
+    lifecycle,
     step_schedule,
+    trainer_config,
 )
 
 __all__ = [
-    "LoadedOFlow", "OFlowTrainConfig", "OFlowTrainable", "TrainResult", "evaluate_checkpoint", "evaluation_dataset",
+    "SYSTEM", "LoadedOFlow", "OFlowTrainConfig", "OFlowTrainable", "TrainResult", "evaluate_checkpoint",
+    "evaluation_dataset",
     "export_checkpoint", "load_oflow", "load_pretrained", "oflow_step", "prepare_data", "prepare_scan_sequence",
     "shipped_checkpoint", "train", "train_from_config", "training_data", "validation_metrics",
 ]
@@ -232,8 +240,6 @@ class OFlowTrainConfig:
 
 
 def _body_kwargs():
-    from toolkit.synthetic.bodies import write_body_dataset
-
     return kwargs_of(write_body_dataset, exclude=("out", "overwrite"), sequences=at_least(1), seed=at_least(0),
                      frames=Rule(lambda f: f >= 1 if isinstance(f, int) else 1 <= f[0] <= f[1],
                                  ">= 1 (or a range [lo, hi], 1 <= lo <= hi)"),
@@ -271,27 +277,20 @@ _NUMERIC = {**dict.fromkeys(("vae_beta", "w_recon", "w_corr", "w_velocity", "nea
 
 
 class OFlowTrainable(nn.Module):
-    """Training view of an :class:`OccupancyFlow`: ``forward(batch)`` returns the loss terms.
+    """Training view of an :class:`OccupancyFlow` (``self.oflow``): ``forward(batch)`` returns the loss terms.
 
-    It registers the model's own submodules (not the model), so its state dict has exactly the model's
-    keys (``decoder.``, ``encoder.``, ``vector_field.``, ...) and a training checkpoint loads with
-    :func:`toolkit.oflow.model.load_checkpoint`. Going through ``forward`` lets the trainer wrap it
-    in DistributedDataParallel.
+    Going through ``forward`` lets the trainer wrap it in DistributedDataParallel. The trainer checkpoints
+    the model itself (``Trainer(..., state=trainable.oflow)``), so a training checkpoint has exactly the
+    model's keys (``decoder.``, ``encoder.``, ``vector_field.``, ...) and loads with
+    :func:`toolkit.oflow.model.load_checkpoint`, like an export.
     """
 
     def __init__(self, model: OccupancyFlow, *, stage: str = "joint", corr: bool = True, corr_times: int | None = None,
                  vae_beta: float = 1e-4, w_recon: float = 1.0, w_corr: float = 1.0, w_velocity: float = 1.0):
         super().__init__()
-        for name, child in model.named_children():
-            self.add_module(name, child)
-        object.__setattr__(self, "oflow", model)  # shares the submodules; not registered twice
+        self.oflow = model
         self.stage, self.corr, self.corr_times = stage, corr, corr_times
         self.vae_beta, self.w_recon, self.w_corr, self.w_velocity = vae_beta, w_recon, w_corr, w_velocity
-
-    def train(self, mode: bool = True) -> OFlowTrainable:
-        super().train(mode)
-        self.oflow.training = mode  # the shared children follow; keep the model's own flag in step
-        return self
 
     def forward(self, batch: dict[str, torch.Tensor]) -> OFlowLosses:
         return compute_losses(self.oflow, batch, stage=self.stage, corr=self.corr, corr_times=self.corr_times,
@@ -336,12 +335,10 @@ def prepare_data(config: OFlowTrainConfig) -> Path:
     Raises:
         DataError: the folder is missing and the config has no ``synthetic`` settings.
     """
-    root = _resolve(config.data_root)
+    root = user_path(config.data_root)
     if not root.exists():
         if not config.synthetic:
             raise DataError(root, "dataset folder not found (set `synthetic:` in the config to generate bodies)")
-        from toolkit.synthetic.bodies import write_body_dataset
-
         write_body_dataset(root, **config.synthetic)
     return root
 
@@ -370,7 +367,7 @@ def train(config: OFlowTrainConfig, *, callbacks: Sequence[Callback] = (), resum
                                 n_points_t=config.n_points_t, n_corr_points=config.n_corr_points,
                                 near_surface=config.near_surface)
     val_set = evaluation_dataset(config) if config.val_split is not None else None
-    run_dir = _resolve(config.out_dir)
+    run_dir = user_path(config.out_dir)
     with torch.random.fork_rng(devices=[]):  # the initialisation depends on the seed alone
         torch.manual_seed(config.seed)
         model = OccupancyFlow(model_cfg)
@@ -388,15 +385,13 @@ def train(config: OFlowTrainConfig, *, callbacks: Sequence[Callback] = (), resum
             final = bool(trainer_ref) and trainer_ref[0].step >= config.max_steps
             return validation_metrics(m.oflow, val_set, windows, threshold=config.iou_threshold,
                                       frames="all" if final else config.val_frames)
-    tcfg = TrainerConfig(max_steps=config.max_steps, batch_size=min(config.batch_size, len(train_set)),
-                         log_every=config.log_every, val_every=config.val_every, ckpt_every=config.ckpt_every,
-                         seed=config.seed, device=config.device, amp=config.amp, grad_clip=config.grad_clip,
-                         out_dir=str(run_dir), progress=progress, num_workers=config.num_workers)
-    trainer = Trainer(trainable, optimizer, oflow_step, config=tcfg, data=train_set, val_fn=val_fn,
-                      meta=_meta(config, model_cfg, train_set), callbacks=callbacks,
-                      scheduler=step_schedule(optimizer, config.lr_milestones, config.lr_gamma),
-                      fingerprint=data_fingerprint(root, _meta(config, model_cfg, train_set)["data"]["sequences"],
-                                                   val_split=config.val_split))
+    tcfg = trainer_config(config, batch_size=min(config.batch_size, len(train_set)), out_dir=str(run_dir),
+                          progress=progress)
+    meta = _meta(config, model_cfg, train_set)
+    trainer = Trainer(trainable, optimizer, oflow_step, config=tcfg, data=train_set, val_fn=val_fn, meta=meta,
+                      callbacks=callbacks, scheduler=step_schedule(optimizer, config.lr_milestones, config.lr_gamma),
+                      fingerprint=data_fingerprint(root, meta["data"]["sequences"], val_split=config.val_split),
+                      state=model)
     trainer_ref.append(trainer)
     history = trainer.fit(resume=resume, max_steps=stop_at)
     return TrainResult(model, history, run_dir, latest_checkpoint(run_dir), config)
@@ -458,8 +453,7 @@ def train_from_config(config: str | os.PathLike, overrides: Sequence[str] = (), 
         overrides: ``key=value`` strings (values parsed as YAML), e.g. ``max_steps=50``.
         **kwargs: passed to :func:`train`.
     """
-    cfg = from_dict(OFlowTrainConfig, load_config_dict("oflow", config, overrides), f"oflow config {config}")
-    return train(cfg, **kwargs)
+    return lifecycle.train_from_config(SYSTEM, config, overrides, **kwargs)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -468,10 +462,7 @@ def train_from_config(config: str | os.PathLike, overrides: Sequence[str] = (), 
 
 def shipped_checkpoint(kind: str = "completion") -> Path:
     """Path of the small pretrained checkpoint ``data/oflow_<kind>.pt`` (see data/README.md)."""
-    from toolkit.paths import DATA_DIR
-
-    _check_kind(kind)
-    return DATA_DIR / f"oflow_{kind}.pt"
+    return lifecycle.shipped_checkpoint(SYSTEM, kind)
 
 
 def load_pretrained(kind: str = "completion", *, source: str | None = None, quick: bool = False,
@@ -493,7 +484,6 @@ def load_pretrained(kind: str = "completion", *, source: str | None = None, quic
         bodies: its numbers mean nothing; it only lets a notebook run alone.
     """
     from toolkit.oflow.pretrained import AUTHORS_MODELS, load_authors_model
-    from toolkit.paths import GENERATED_DIR
 
     if source is None:
         if kind not in PRETRAINED_KINDS and kind not in AUTHORS_MODELS:
@@ -504,18 +494,7 @@ def load_pretrained(kind: str = "completion", *, source: str | None = None, quic
         return load_authors_model(kind, progress=progress)
     if source != "shipped":
         raise ValueError(f"unknown source {source!r}; valid: ['shipped', 'authors']")
-    _check_kind(kind)
-    path = shipped_checkpoint(kind)
-    if path.exists() and not quick:
-        return load_oflow(path)
-    work = Path(work_dir) if work_dir else GENERATED_DIR
-    overrides = [f"data_root={work / 'bodies_quick'}", f"out_dir={work / 'runs' / f'oflow_quick_{kind}'}",
-                 *PRETRAINED_KINDS[kind]]
-    cfg = from_dict(OFlowTrainConfig, load_config_dict("oflow", "quick", overrides), "oflow quick config")
-    latest = latest_checkpoint(_resolve(cfg.out_dir))
-    if latest is None or load_checkpoint(latest).get("step", 0) < cfg.max_steps:
-        train(cfg, progress=progress)
-    return load_oflow(_resolve(cfg.out_dir))
+    return lifecycle.load_pretrained(SYSTEM, kind, quick=quick, work_dir=work_dir, progress=progress)
 
 
 def training_data(loaded: LoadedOFlow) -> Path:
@@ -524,20 +503,14 @@ def training_data(loaded: LoadedOFlow) -> Path:
     Synthetic bodies are a deterministic function of their settings, so a checkpoint that records them
     can always get its ground truth back.
     """
-    from toolkit.paths import REPO_ROOT
+    return lifecycle.training_data(SYSTEM, loaded)
 
-    tc = loaded.meta.get("train_config") or {}
-    root = Path(tc.get("data_root", ""))
-    if not root.is_absolute():  # packaged configs (and shipped checkpoints) use repository-relative paths
-        root = REPO_ROOT / root
-    if root.exists() and any(root.iterdir()):
-        return root
-    if not tc.get("synthetic"):
-        raise DataError(root, "training data not found and the checkpoint records no generator settings")
-    from toolkit.synthetic.bodies import write_body_dataset
 
-    write_body_dataset(root, **tc["synthetic"])
-    return root
+SYSTEM = lifecycle.System(
+    name="oflow", config=OFlowTrainConfig, train=train, load=load_oflow, write_data=write_body_dataset,
+    evaluate=evaluate_checkpoint, validate=validate_dataset, export_format=EXPORT_FORMAT,
+    shipped=PRETRAINED_KINDS, quick_data="bodies_quick", quick_run="oflow_quick_{kind}")
+"""Occupancy Flow's record of the shared run lifecycle (the command line dispatches through it)."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -617,7 +590,7 @@ def _t0_iou(model: OccupancyFlow, item: dict, threshold: float) -> float:
 
 def _warm_start(model: OccupancyFlow, source: str | os.PathLike) -> None:
     """Copy every weight of checkpoint ``source`` (same model config) into ``model``."""
-    loaded = load_oflow(_resolve(source))
+    loaded = load_oflow(user_path(source))
     mine, theirs = model.config.to_dict(), loaded.model.config.to_dict()
     diff = [f"{k}: run {mine[k]!r} vs checkpoint {theirs.get(k)!r}" for k in mine if k != "ode" and mine[k] != theirs.get(k)]
     if diff:
@@ -644,10 +617,3 @@ def _spread(n: int, limit: int | None) -> list[int]:
     return sorted(set(np.linspace(0, n - 1, max(int(limit), 1)).round().astype(int).tolist()))
 
 
-def _check_kind(kind: str) -> None:
-    if kind not in PRETRAINED_KINDS:
-        raise ValueError(f"unknown pretrained kind {kind!r}; valid: {sorted(PRETRAINED_KINDS)}")
-
-
-def _resolve(path: str | os.PathLike) -> Path:
-    return Path(path).expanduser()

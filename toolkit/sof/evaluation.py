@@ -62,8 +62,9 @@ def checkpoint_curve(run_dir: str | os.PathLike, *, image_size: int = 64, max_vi
     """
     from tqdm.auto import tqdm
 
+    from toolkit.sof.checkpoint import load_sof
     from toolkit.sof.data import Split
-    from toolkit.sof.train import evaluate_views, load_sof, training_data
+    from toolkit.sof.train import evaluate_views, training_data
 
     records = []
     for step, path in tqdm(run_checkpoints(run_dir), desc="checkpoints", disable=not progress):

@@ -33,6 +33,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from toolkit.geometry.cameras import camera_depth, check_projection, generate_rays, lift, pixel_grid
+from toolkit.io import DataError
+from toolkit.training.checkpoints import load_checkpoint
 
 DEFAULT_CHUNK = 16384
 """Rays (or points) per batch item processed at once by :meth:`SOFModel.render` / :meth:`SOFModel.field`."""
@@ -626,7 +628,7 @@ def to_original_state_dict(model: SOFModel) -> OrderedDict[str, torch.Tensor]:
 def load_original_state_dict(model_or_cls: SOFModel | type[SOFModel],
                              state_dict: Mapping[str, Any] | str | os.PathLike, *, projection: str | None = None,
                              num_classes: int | None = None, load_latents: bool = True,
-                             **config_overrides: Any) -> SOFModel:
+                             source: str | os.PathLike | None = None, **config_overrides: Any) -> SOFModel:
     """Load an original SOF state dict into a model, or build one sized from it.
 
     Args:
@@ -640,25 +642,20 @@ def load_original_state_dict(model_or_cls: SOFModel | type[SOFModel],
         num_classes: expected label count; a checkpoint with another count is rejected.
         load_latents: False keeps the model's own codes (the original's ``overwrite_embeddings``);
             only for loading into an existing model.
+        source: the file ``state_dict`` was read from, named in errors (set when a path is given).
         config_overrides: other :class:`SOFModelConfig` fields of a newly built model (steps, start_jitter).
     Returns:
         The loaded model (in eval mode when newly built).
     Raises:
-        ValueError naming the key, the expected and the found shape, for missing or unexpected keys,
-        wrong shapes, a wrong label count, or a wrong number of latent codes.
+        DataError (a ValueError) naming the file, the key, the expected and the found shape, for an
+        unreadable file, missing or unexpected keys, wrong shapes, a wrong label count, or a wrong number
+        of latent codes; ValueError for arguments that conflict with the model.
     """
-    source = None
     if isinstance(state_dict, (str, os.PathLike)):
         source = Path(state_dict)
-        from toolkit.io import DataError
-        if not source.is_file():
-            raise DataError(source, "checkpoint file not found")
-        try:
-            state_dict = torch.load(source, map_location="cpu", weights_only=True)
-        except Exception as exc:  # corrupt or foreign file
-            raise DataError(source, f"cannot read checkpoint: {exc}") from exc
+        state_dict = load_checkpoint(source, "cpu")
     where = f"{source}: " if source else ""
-    sd = _unwrap_original(state_dict, where)
+    sd = _unwrap_original(state_dict, source)
 
     if isinstance(model_or_cls, SOFModel):
         model = model_or_cls
@@ -666,7 +663,7 @@ def load_original_state_dict(model_or_cls: SOFModel | type[SOFModel],
             raise ValueError(f"{where}projection={projection!r} conflicts with the model's "
                              f"{model.config.projection!r}")
     else:
-        config = _infer_original_config(sd, where, projection or "ortho", config_overrides)
+        config = _infer_original_config(sd, source, projection or "ortho", config_overrides)
         with torch.device("meta"):  # no random init of 35 M parameters that are overwritten anyway
             model = model_or_cls(config)
         model.eval()
@@ -676,7 +673,7 @@ def load_original_state_dict(model_or_cls: SOFModel | type[SOFModel],
     if num_classes is not None and num_classes != C:
         raise ValueError(f"{where}num_classes={num_classes} conflicts with the model's {C}")
     if found_c is not None and found_c != C:
-        raise ValueError(f"{where}label count mismatch: the checkpoint predicts {found_c} classes "
+        raise DataError(source, f"label count mismatch: the checkpoint predicts {found_c} classes "
                          f"({_CLASSIFIER_OUT} has shape {tuple(sd[_CLASSIFIER_OUT].shape)}), the model expects "
                          f"{C} (shape ({C}, {model.config.phi_width}))")
 
@@ -690,11 +687,11 @@ def load_original_state_dict(model_or_cls: SOFModel | type[SOFModel],
             continue
         mapped[native] = value
     if unexpected:
-        raise ValueError(f"{where}unexpected keys in the original checkpoint: {unexpected}")
+        raise DataError(source, f"unexpected keys in the original checkpoint: {unexpected}")
     missing = [native_to_original_key(k) for k in target if k not in mapped
                and not (k == "latent_codes.weight" and not load_latents)]
     if missing:
-        raise ValueError(f"{where}missing keys in the original checkpoint: {missing}")
+        raise DataError(source, f"missing keys in the original checkpoint: {missing}")
     if not load_latents:
         mapped.pop("latent_codes.weight", None)
     for native, value in mapped.items():
@@ -703,7 +700,7 @@ def load_original_state_dict(model_or_cls: SOFModel | type[SOFModel],
             key = native_to_original_key(native)
             hint = (" (a different number of instances; pass load_latents=False to keep fresh codes)"
                     if native == "latent_codes.weight" else "")
-            raise ValueError(f"{where}{key}: expected shape {expected}, found {tuple(value.shape)}{hint}")
+            raise DataError(source, f"{key}: expected shape {expected}, found {tuple(value.shape)}{hint}")
     dtype = target["latent_codes.weight"].dtype
     # .float() first: float8 tensors do not convert to every dtype directly.
     on_meta = target["latent_codes.weight"].is_meta
@@ -712,33 +709,34 @@ def load_original_state_dict(model_or_cls: SOFModel | type[SOFModel],
     return model
 
 
-def _unwrap_original(state_dict: Any, where: str) -> dict[str, torch.Tensor]:
+def _unwrap_original(state_dict: Any, source) -> dict[str, torch.Tensor]:
+    where = f"{source}: " if source else ""
     if isinstance(state_dict, Mapping) and "model" in state_dict and isinstance(state_dict["model"], Mapping):
         state_dict = state_dict["model"]
     if not isinstance(state_dict, Mapping):
-        raise TypeError(f"{where}expected a state dict or {{'model': state_dict}}; got {type(state_dict).__name__}")
+        raise DataError(source, f"expected a state dict or {{'model': state_dict}}; got {type(state_dict).__name__}")
     sd = {}
     for key, value in state_dict.items():
         if any(key.startswith(p) for p in _IGNORED_ORIGINAL_PREFIXES):
             warnings.warn(f"{where}ignoring legacy key {key!r} (the original loader dropped it too)")
             continue
         if not isinstance(value, torch.Tensor):
-            raise TypeError(f"{where}{key}: expected a tensor, found {type(value).__name__}")
+            raise DataError(source, f"{key}: expected a tensor, found {type(value).__name__}")
         sd[key] = value
     return sd
 
 
-def _infer_original_config(sd: Mapping[str, torch.Tensor], where: str, projection: str,
+def _infer_original_config(sd: Mapping[str, torch.Tensor], source, projection: str,
                            overrides: dict[str, Any]) -> SOFModelConfig:
     for key, ndim in ((_LATENTS, 2), (_HYPER0_OUT, 2), (_MARCHER0, 2), (_CLASSIFIER_OUT, 2)):
         if key not in sd:
-            raise ValueError(f"{where}missing key {key!r}; is this an original SOF checkpoint?")
+            raise DataError(source, f"missing key {key!r}; is this an original SOF checkpoint?")
         if sd[key].dim() != ndim:
-            raise ValueError(f"{where}{key}: expected a {ndim}-d tensor, found shape {tuple(sd[key].shape)}")
+            raise DataError(source, f"{key}: expected a {ndim}-d tensor, found shape {tuple(sd[key].shape)}")
     num_instances, latent_dim = sd[_LATENTS].shape
     phi_out = sd[_HYPER0_OUT].shape[0]
     if phi_out % 4:
-        raise ValueError(f"{where}{_HYPER0_OUT}: expected shape (4 * F, L) for phi layer 0 (3 -> F), "
+        raise DataError(source, f"{_HYPER0_OUT}: expected shape (4 * F, L) for phi layer 0 (3 -> F), "
                          f"found {tuple(sd[_HYPER0_OUT].shape)}")
     fields = {"num_instances": int(num_instances), "latent_dim": int(latent_dim), "phi_width": phi_out // 4,
               "marcher_width": int(sd[_MARCHER0].shape[0]), "num_classes": int(sd[_CLASSIFIER_OUT].shape[0]),

@@ -33,7 +33,6 @@ from toolkit.config import (
     each,
     from_dict,
     kwargs_of,
-    load_config_dict,
     nested,
     non_empty,
     one_of,
@@ -41,22 +40,39 @@ from toolkit.config import (
 )
 from toolkit.io import DataError
 from toolkit.metrics import MIoUResult, segmentation_miou
+from toolkit.paths import user_path
 from toolkit.sof.alignment import PortraitCameras, mask_similarity
-from toolkit.sof.data import RAY_SAMPLINGS, SofDataset, Split, make_split, read_dataset, resize_labels_nearest
+from toolkit.sof.checkpoint import EXPORT_FORMAT, LoadedSof, export_checkpoint, load_sof
+from toolkit.sof.data import (
+    RAY_SAMPLINGS,
+    SofDataset,
+    Split,
+    make_split,
+    read_dataset,
+    resize_labels_nearest,
+    validate_dataset,
+)
 from toolkit.sof.losses import LossWeights, sof_losses
-from toolkit.sof.model import MODEL_PRESETS, SOFModel, SOFModelConfig, load_original_state_dict, model_config
+from toolkit.sof.model import MODEL_PRESETS, SOFModel, SOFModelConfig, model_config
 from toolkit.sof.render import intrinsics_for_size
 from toolkit.synthetic.heads import write_portrait_dataset
 from toolkit.training import (
     AMP_MODES,
     Callback,
     Trainer,
-    TrainerConfig,
     check_run_fingerprint,
     data_fingerprint,
-    load_checkpoint,
+    latest_checkpoint,
+    lifecycle,
     step_schedule,
+    trainer_config,
 )
+
+__all__ = [
+    "STAGES", "SYSTEM", "LoadedSof", "SofTrainConfig", "SofTrainable", "TrainResult", "evaluate_checkpoint",
+    "evaluate_views", "export_checkpoint", "fit_codes", "load_pretrained", "load_sof", "miou_logs", "render_views",
+    "shipped_checkpoint", "sof_step", "train", "train_from_config", "train_multiview", "training_data",
+]
 
 STAGES = ("multiview", "inverse")
 
@@ -186,15 +202,6 @@ class TrainResult(NamedTuple):
     split: Split
 
 
-class LoadedSof(NamedTuple):
-    model: SOFModel
-    meta: dict
-    cameras: PortraitCameras | None
-    """Stage-2 fits: the fitted per-portrait camera corrections (pose, similarity)."""
-    path: Path | None = None
-    """The checkpoint file it was read from."""
-
-
 # --------------------------------------------------------------------------------------------------
 # Stage 1
 # --------------------------------------------------------------------------------------------------
@@ -210,7 +217,7 @@ def train_multiview(config: SofTrainConfig, *, callbacks: Sequence[Callback] = (
         stop_at: stop after this step (a later call with ``resume=True`` continues exactly).
     """
     root = _ensure_data(config)
-    run_dir = _resolve(config.out_dir)
+    run_dir = user_path(config.out_dir)
     fingerprint = data_fingerprint(root, read_dataset(root, check_labels=False).instance_names)
     if resume:  # before split.json is read: it belongs to the data the run started on
         check_run_fingerprint(run_dir, fingerprint)
@@ -226,7 +233,7 @@ def train_multiview(config: SofTrainConfig, *, callbacks: Sequence[Callback] = (
                                     projection=train_set.projection, num_classes=train_set.num_classes,
                                     **config.model_overrides))
         if config.init_from and not (resume and _latest(run_dir)):  # a resumed run has its own weights
-            _warm_start(sof, load_sof(_resolve(config.init_from)), split.instances)
+            _warm_start(sof, load_sof(user_path(config.init_from)), split.instances)
     trainable = SofTrainable(sof)
     optimizer = torch.optim.Adam(trainable.parameters(), lr=config.lr)
     val_samples = _fixed_subset(split.val, config.val_max_views, config.seed)
@@ -252,7 +259,7 @@ def fit_codes(config: SofTrainConfig, *, callbacks: Sequence[Callback] = (), res
     views, when present, are the validation set (novel views of the fitted codes).
     """
     root = _ensure_data(config)
-    base = load_sof(_resolve(config.checkpoint))
+    base = load_sof(user_path(config.checkpoint))
     data = read_dataset(root)
     names = data.instance_names
     fit_views = config.fit_views or [0]
@@ -288,7 +295,7 @@ def fit_codes(config: SofTrainConfig, *, callbacks: Sequence[Callback] = (), res
                                         cameras=m.cameras))
 
     meta = _meta(config, sof, train_set, split)
-    run_dir = _resolve(config.out_dir)
+    run_dir = user_path(config.out_dir)
     trainer = _trainer(trainable, optimizer, config, train_set, val_fn if val_samples else None, meta,
                        [_SaveSplit(split, run_dir / "split.json"), *callbacks], run_dir, progress,
                        data_fingerprint(root, names, fit_views=fit_views))
@@ -430,70 +437,15 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, data: str | os.PathLike, 
 # Checkpoints
 # --------------------------------------------------------------------------------------------------
 
-def load_sof(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> LoadedSof:
-    """Load a SOF model from a toolkit checkpoint (training or exported), or an original checkpoint.
-
-    Original checkpoints (``epoch_XXXX_iter_XXXXXX.pth``, ``{'model': state_dict}`` with the original keys)
-    are recognised by their keys and loaded orthographic with their own sizes; their meta is minimal.
-    """
-    ck = load_checkpoint(path, map_location, weights_only=True)
-    state = ck.get("model")
-    if not isinstance(state, dict):
-        raise DataError(path, "no 'model' state dict in the checkpoint")
-    meta = ck.get("meta")
-    if isinstance(meta, dict) and meta.get("system", "sof") != "sof":
-        raise DataError(path, f"not a SOF checkpoint: it holds a {meta['system']!r} model")
-    if meta is None or "model_config" not in meta:
-        if any(k.startswith("hyper_phi.") for k in state):
-            model = load_original_state_dict(SOFModel, state, projection="ortho")
-            return LoadedSof(model, {"system": "sof", "source": "original", "label_set": "sof20",
-                                     "model_config": model.config_dict()}, None, Path(path))
-        raise DataError(path, "not a SOF checkpoint: no meta['model_config'] and no original SOF keys")
-    try:
-        model = SOFModel(from_dict(SOFModelConfig, dict(meta["model_config"]), f"{path}: model_config"))
-    except (TypeError, ValueError) as exc:
-        raise DataError(path, f"invalid model_config ({exc})") from exc
-    sof_state = {k[len("sof."):]: v for k, v in state.items() if k.startswith("sof.")} or state
-    try:
-        model.load_state_dict({k: v.float() for k, v in sof_state.items()})
-    except RuntimeError as exc:
-        raise DataError(path, f"state dict does not fit the stored model_config ({exc})") from exc
-    model.eval()
-    return LoadedSof(model, dict(meta), _load_cameras(state, path), Path(path))
-
-
-def _load_cameras(state: dict, path) -> PortraitCameras | None:
-    """The fitted camera corrections of a stage-2 checkpoint (keys ``cameras.*``), or None."""
-    cam_state = {k[len("cameras."):]: v for k, v in state.items() if k.startswith("cameras.")}
-    if not cam_state:
-        return None
-    try:
-        cameras = PortraitCameras(cam_state["targets"])
-        cameras.load_state_dict({k: v.float() for k, v in cam_state.items()})
-    except (KeyError, RuntimeError) as exc:
-        raise DataError(path, f"stage-2 camera corrections do not load ({exc})") from exc
-    return cameras
-
-
-def export_checkpoint(run_or_checkpoint: str | os.PathLike, out: str | os.PathLike, *,
-                      half: bool = False) -> Path:
-    """Write a slim, self-contained checkpoint (model, meta, validation history; no optimizer state)."""
-    from toolkit.io import atomic_write
-
-    ck = load_checkpoint(run_or_checkpoint)
-    state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in ck["model"].items()}
-    slim = {"format": "toolkit-sof-export-1", "model": state, "meta": ck.get("meta", {}), "step": ck.get("step"),
-            "history": [r for r in ck.get("history", []) if r.get("split") == "val"]}
-    out = Path(out)
-    with atomic_write(out) as f:
-        torch.save(slim, f)
-    return out
+def train(config: SofTrainConfig, **kwargs) -> TrainResult:
+    """Run the stage ``config`` describes: :func:`train_multiview` (stage 1, resumes by default) or
+    :func:`fit_codes` (stage 2); ``kwargs`` go to it (callbacks, resume, progress, stop_at)."""
+    return train_multiview(config, **kwargs) if config.stage == "multiview" else fit_codes(config, **kwargs)
 
 
 def train_from_config(config: str | os.PathLike, overrides: Sequence[str] = (), **kwargs) -> TrainResult:
     """Run the stage a YAML config (or packaged preset name) describes (the ``train sof`` command)."""
-    cfg = from_dict(SofTrainConfig, load_config_dict("sof", config, overrides), f"sof config {config}")
-    return train_multiview(cfg, **kwargs) if cfg.stage == "multiview" else fit_codes(cfg, **kwargs)
+    return lifecycle.train_from_config(SYSTEM, config, overrides, **kwargs)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -516,11 +468,8 @@ def _trainer(trainable, optimizer, config: SofTrainConfig, train_set, val_fn, me
              fingerprint=None):
     weights = from_dict(LossWeights, dict(config.loss), "loss")
     # A dataset smaller than one batch (e.g. two single-view portraits in stage 2) trains on all of it.
-    tcfg = TrainerConfig(max_steps=config.max_steps, batch_size=min(config.batch_size, len(train_set)),
-                         log_every=config.log_every,
-                         val_every=config.val_every, ckpt_every=config.ckpt_every, seed=config.seed,
-                         device=config.device, amp=config.amp, out_dir=str(run_dir), progress=progress,
-                         keep_last=config.keep_last)
+    tcfg = trainer_config(config, batch_size=min(config.batch_size, len(train_set)), out_dir=str(run_dir),
+                          progress=progress)
     scheduler = step_schedule(optimizer, config.lr_milestones, config.lr_gamma)
     return Trainer(trainable, optimizer, lambda m, b: sof_step(m, b, weights), config=tcfg, data=train_set,
                    val_fn=val_fn, meta=meta, callbacks=callbacks, scheduler=scheduler, fingerprint=fingerprint)
@@ -627,35 +576,33 @@ def _fixed_subset(pairs: Sequence[tuple[str, int]], limit: int | None, seed: int
 
 
 def _ensure_data(config: SofTrainConfig) -> Path:
-    root = _resolve(config.data_root)
+    root = user_path(config.data_root)
     if not root.exists():
         if not config.synthetic:
             raise DataError(root, "dataset folder not found (set `synthetic:` in the config to generate one)")
-        from toolkit.synthetic.heads import write_portrait_dataset
-
         write_portrait_dataset(root, **config.synthetic)
     return root
 
 
-def _resolve(path: str | os.PathLike) -> Path:
-    return Path(path).expanduser()
-
 
 def _latest(run_dir: Path) -> Path | None:
-    from toolkit.training import latest_checkpoint
-
     return latest_checkpoint(run_dir)
 
 
 # --------------------------------------------------------------------------------------------------
-# The shipped checkpoint, with a quick fallback so every notebook runs alone
+# The run lifecycle (toolkit.training.lifecycle): shipped checkpoint, quick fallback, training data
 # --------------------------------------------------------------------------------------------------
+
+SYSTEM = lifecycle.System(
+    name="sof", config=SofTrainConfig, train=train, load=load_sof, write_data=write_portrait_dataset,
+    evaluate=evaluate_checkpoint, validate=validate_dataset, export_format=EXPORT_FORMAT,
+    shipped={"synthetic": ()}, quick_data="portraits_quick", quick_run="sof_quick")
+"""SOF's record of the shared run lifecycle (the command line dispatches through it)."""
+
 
 def shipped_checkpoint() -> Path:
     """Path of the small pretrained checkpoint shipped in ``data/`` (see data/README.md)."""
-    from toolkit.paths import DATA_DIR
-
-    return DATA_DIR / "sof_synthetic.pt"
+    return lifecycle.shipped_checkpoint(SYSTEM, "synthetic")
 
 
 def load_pretrained(*, quick: bool = False, work_dir: str | os.PathLike | None = None,
@@ -666,18 +613,7 @@ def load_pretrained(*, quick: bool = False, work_dir: str | os.PathLike | None =
     into ``work_dir`` (default ``data/generated``), reusing an earlier quick run there: a tiny model on
     tiny portraits, about a minute on a CPU. Its numbers mean nothing; it only lets a notebook run.
     """
-    from toolkit.paths import GENERATED_DIR
-
-    path = shipped_checkpoint()
-    if path.exists() and not quick:
-        return load_sof(path)
-    work = Path(work_dir) if work_dir else GENERATED_DIR
-    overrides = [f"data_root={work / 'portraits_quick'}", f"out_dir={work / 'runs' / 'sof_quick'}"]
-    cfg = from_dict(SofTrainConfig, load_config_dict("sof", "quick", overrides), "sof quick config")
-    latest = _latest(_resolve(cfg.out_dir))
-    if latest is None or load_checkpoint(latest).get("step", 0) < cfg.max_steps:
-        train_multiview(cfg, progress=progress)
-    return load_sof(_latest(_resolve(cfg.out_dir)))
+    return lifecycle.load_pretrained(SYSTEM, "synthetic", quick=quick, work_dir=work_dir, progress=progress)
 
 
 def training_data(loaded: LoadedSof) -> Path:
@@ -686,17 +622,4 @@ def training_data(loaded: LoadedSof) -> Path:
     Synthetic portraits are a deterministic function of their generator settings, so a checkpoint that
     records them can always get its ground truth back.
     """
-    from toolkit.paths import REPO_ROOT
-
-    tc = loaded.meta.get("train_config") or {}
-    root = Path(tc.get("data_root", ""))
-    if not root.is_absolute():  # packaged configs (and the shipped checkpoint) use repository-relative paths
-        root = REPO_ROOT / root
-    if root.exists() and any(root.iterdir()):
-        return root
-    if not tc.get("synthetic"):
-        raise DataError(root, "training data not found and the checkpoint records no generator settings")
-    from toolkit.synthetic.heads import write_portrait_dataset
-
-    write_portrait_dataset(root, **tc["synthetic"])
-    return root
+    return lifecycle.training_data(SYSTEM, loaded)

@@ -1,7 +1,9 @@
-"""Matplotlib figures: label-map grids with the class palette, legends, slices, training curves."""
+"""Matplotlib figures: label-map grids with the class palette, legends, slices, training curves
+(:func:`plot_history`, which :class:`toolkit.training.LivePlot` redraws while a run trains)."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -65,21 +67,35 @@ def probability_panel(ax, prob: np.ndarray, title: str = "", cmap: str = "magma"
     return im
 
 
-def training_curves(history: Sequence[dict], keys: Sequence[str] | None = None, *, logy: bool = False):
-    """Plot scalar logs from a trainer history (list of dicts with a ``step`` key)."""
-    import matplotlib.pyplot as plt
+def plot_history(history: Sequence[Mapping[str, Any]], *, keys: Sequence[str] | None = None, logy: bool = True,
+                 figsize: tuple[float, float] = (10.0, 3.2)):
+    """Training curves (left) and validation metrics (right) of a :meth:`toolkit.training.Trainer.fit` history.
 
-    keys = keys or sorted({k for h in history for k, v in h.items() if k != "step" and np.isscalar(v)})
-    fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 2.6), squeeze=False)
-    for ax, key in zip(axes.flat, keys):
-        pts = [(h["step"], h[key]) for h in history if key in h]
-        if pts:
-            steps, vals = zip(*pts)
-            ax.plot(steps, vals)
-        ax.set_title(key, fontsize=9)
-        ax.set_xlabel("step")
-        if logy:
+    Returns a ``matplotlib.figure.Figure`` (not attached to pyplot, so it is never shown twice).
+    """
+    from matplotlib.figure import Figure
+
+    splits = {"train": [r for r in history if r.get("split") == "train"],
+              "val": [r for r in history if r.get("split") == "val"]}
+    has_val = bool(splits["val"])
+    fig = Figure(figsize=figsize)
+    axes = fig.subplots(1, 2 if has_val else 1, squeeze=False)[0]
+    for ax, split in zip(axes, ["train", "val"]):
+        recs = splits[split]
+        names = [k for k in dict.fromkeys(k for r in recs for k in r)
+                 if k not in ("step", "split", "lr") and (keys is None or k in keys)]
+        for name in names:
+            pts = [(r["step"], r[name]) for r in recs if isinstance(r.get(name), (int, float))]
+            if pts:
+                ax.plot(*zip(*pts), label=name, marker="." if split == "val" else None)
+        if split == "train" and logy and names and all(
+                r[n] > 0 for r in recs for n in names if isinstance(r.get(n), (int, float))):
             ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.set_title(split)
+        if names:
+            ax.legend(fontsize="small")
+        ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
 

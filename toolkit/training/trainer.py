@@ -29,7 +29,6 @@ import logging
 import math
 import os
 import random
-import re
 import signal
 import threading
 import time
@@ -43,21 +42,24 @@ import numpy as np
 import torch
 
 from toolkit.io import DataError, atomic_save_text, atomic_write
+from toolkit.training.checkpoints import (
+    CHECKPOINT_FORMAT,
+    CKPT_RE,
+    REQUIRED_KEYS,
+    latest_checkpoint,
+    load_checkpoint,
+)
 
 __all__ = [
-    "Callback", "DistInfo", "LivePlot", "RunLock", "Trainer", "TrainerConfig", "check_run_fingerprint",
-    "data_fingerprint", "distributed_info", "export_checkpoint", "init_distributed", "latest_checkpoint",
-    "load_checkpoint",
-    "plot_history", "seed_everything", "shard_batch",
+    "AMP_MODES", "Callback", "DistInfo", "LivePlot", "RunLock", "Trainer", "TrainerConfig", "check_run_fingerprint",
+    "data_fingerprint", "distributed_info", "init_distributed", "seed_everything", "shard_batch", "step_schedule",
+    "trainer_config",
 ]
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = "toolkit.training/1"
 AMP_MODES = ("off", "bf16")
 DDP_MODES = ("wrap", "allreduce")
-_CKPT_RE = re.compile(r"^step_(\d+)\.pt$")
-_REQUIRED_KEYS = ("format", "step", "model", "optimizer", "rng", "history", "trainer_config", "meta")
 RUN_FILE = "run.json"
 """In a run folder: the fingerprint of the data the run started on (checked when it resumes)."""
 LOCK_FILE = ".lock"
@@ -130,6 +132,23 @@ class TrainerConfig:
             raise ValueError(f'invalid ddp "{self.ddp}"; must be one of {list(DDP_MODES)}')
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ValueError(f"TrainerConfig.grad_clip must be > 0 or None; got {self.grad_clip}")
+
+
+def trainer_config(config: Any, **fixed: Any) -> TrainerConfig:
+    """The :class:`TrainerConfig` inside a system's training config: every ``TrainerConfig`` field the config
+    has under the same name (max_steps, log_every, seed, device, amp, ...), then ``fixed`` (values only the
+    run knows: out_dir, progress, a batch size capped at the data). Fields the config lacks keep their
+    defaults, so a system config carries exactly the trainer knobs it exposes, never a hand-made copy.
+
+    Raises:
+        TypeError: a key of ``fixed`` that is not a ``TrainerConfig`` field.
+    """
+    names = {f.name for f in dataclasses.fields(TrainerConfig)}
+    unknown = sorted(set(fixed) - names)
+    if unknown:
+        raise TypeError(f"unknown TrainerConfig field(s) {unknown}; valid: {sorted(names)}")
+    own = {n: getattr(config, n) for n in names if hasattr(config, n)}
+    return TrainerConfig(**{**own, **fixed})
 
 
 # -------------------------------------------------------------------------------------- distributed
@@ -257,6 +276,8 @@ class LivePlot(Callback):
 
         from IPython.display import Image, display
 
+        from toolkit.viz.plots import plot_history
+
         fig = plot_history(history, keys=self.keys, logy=self.logy, figsize=self.figsize)
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=90)
@@ -267,39 +288,6 @@ class LivePlot(Callback):
             self._handle.update(img)
         self._last_draw = time.monotonic()
         return True
-
-
-def plot_history(history: list[dict[str, Any]], *, keys: Sequence[str] | None = None, logy: bool = True,
-                 figsize: tuple[float, float] = (10.0, 3.2)):
-    """Training curves (left) and validation metrics (right) of a :meth:`Trainer.fit` history.
-
-    Returns a ``matplotlib.figure.Figure`` (not attached to pyplot, so it is never shown twice).
-    """
-    from matplotlib.figure import Figure
-
-    splits = {"train": [r for r in history if r.get("split") == "train"],
-              "val": [r for r in history if r.get("split") == "val"]}
-    has_val = bool(splits["val"])
-    fig = Figure(figsize=figsize)
-    axes = fig.subplots(1, 2 if has_val else 1, squeeze=False)[0]
-    for ax, split in zip(axes, ["train", "val"]):
-        recs = splits[split]
-        names = [k for k in dict.fromkeys(k for r in recs for k in r)
-                 if k not in ("step", "split", "lr") and (keys is None or k in keys)]
-        for name in names:
-            pts = [(r["step"], r[name]) for r in recs if isinstance(r.get(name), (int, float))]
-            if pts:
-                ax.plot(*zip(*pts), label=name, marker="." if split == "val" else None)
-        if split == "train" and logy and names and all(
-                r[n] > 0 for r in recs for n in names if isinstance(r.get(n), (int, float))):
-            ax.set_yscale("log")
-        ax.set_xlabel("step")
-        ax.set_title(split)
-        if names:
-            ax.legend(fontsize="small")
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return fig
 
 
 # --------------------------------------------------------------------------------------------- trainer
@@ -331,6 +319,9 @@ class Trainer:
             (default :func:`shard_batch`).
         fingerprint: what the run trains on (:func:`data_fingerprint`); written to ``out_dir/run.json``
             when the run starts, and a resumed run with another fingerprint is refused.
+        state: the module whose state dict checkpoints hold and resume restores: ``model`` (default) or one
+            of its submodules, e.g. the bare network inside a training wrapper, so that a training
+            checkpoint has the network's own keys and loads like an export.
 
     While ``fit`` runs, the run folder is locked (:class:`RunLock`): a second run with the same ``out_dir``
     fails at once instead of pruning the first one's checkpoints.
@@ -342,7 +333,7 @@ class Trainer:
                  meta: Mapping[str, Any] | None = None, callbacks: Sequence[Callback] = (),
                  scheduler: Any = None, collate_fn: Callable | None = None,
                  shard_fn: Callable[[Any, int, int], Any] | None = None,
-                 fingerprint: Mapping[str, Any] | None = None):
+                 fingerprint: Mapping[str, Any] | None = None, state: torch.nn.Module | None = None):
         if not isinstance(config, TrainerConfig):
             raise TypeError(f"config must be a TrainerConfig; got {type(config).__name__}")
         self.config = config
@@ -355,6 +346,9 @@ class Trainer:
         if config.amp == "bf16" and self.device.type != "cuda":
             _warn_once("amp-cpu", f'amp="bf16" is ignored on {self.device.type}: training runs in float32')
         self.model = model.to(self.device)
+        self.state_module = model if state is None else state
+        if not any(m is self.state_module for m in model.modules()):
+            raise ValueError("state must be the model or one of its submodules (its parameters are the ones trained)")
         self.optimizer, self.step_fn, self.val_fn, self.scheduler = optimizer, step_fn, val_fn, scheduler
         self.meta = _sanitize(dict(meta or {}), "meta")
         self.fingerprint = None if fingerprint is None else _sanitize(dict(fingerprint), "fingerprint")
@@ -573,7 +567,7 @@ class Trainer:
             "step": self.step,
             "epoch": epoch,
             "batch_in_epoch": index,
-            "model": self.model.state_dict(),
+            "model": self.state_module.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
             "rng": rng_per_rank,
@@ -618,11 +612,11 @@ class Trainer:
                 raise DataError(path, "no checkpoint found (expected checkpoints/step_*.pt)")
             path = found
         ck = load_checkpoint(path, map_location="cpu")
-        missing = [k for k in _REQUIRED_KEYS if k not in ck]
+        missing = [k for k in REQUIRED_KEYS if k not in ck]
         if missing:
             raise DataError(path, f"not a Trainer checkpoint: missing keys {missing}")
         try:
-            self.model.load_state_dict(ck["model"])
+            self.state_module.load_state_dict(ck["model"])
         except RuntimeError as exc:
             raise DataError(path, f"model does not match the checkpoint: {exc}") from exc
         try:
@@ -689,7 +683,7 @@ class Trainer:
         if keep is None:
             return
         files = sorted((int(m.group(1)), p) for p in self.checkpoint_dir.iterdir()
-                       if (m := _CKPT_RE.match(p.name)))
+                       if (m := CKPT_RE.match(p.name)))
         for step, p in files[:-keep]:
             if step != self.step:
                 with contextlib.suppress(FileNotFoundError):
@@ -736,83 +730,7 @@ class Trainer:
                 self._tb.add_scalar(f"{record['split']}/{k}", v, record["step"])
 
 
-# ---------------------------------------------------------------------------------------- checkpoints
-
-
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device | None = "cpu", *,
-                    weights_only: bool = True) -> dict[str, Any]:
-    """Read a checkpoint (a file, or a run folder whose latest checkpoint is taken).
-
-    Args:
-        path: checkpoint file or run folder.
-        map_location: passed to ``torch.load`` (default: CPU).
-        weights_only: torch's safe loader (tensors and plain types only), which Trainer checkpoints
-            satisfy. Set False only for trusted files that pickle other objects.
-
-    Raises:
-        DataError: missing file, no checkpoint in the folder, or a corrupt / unreadable file.
-    """
-    path = Path(path)
-    if path.is_dir():
-        found = latest_checkpoint(path)
-        if found is None:
-            raise DataError(path, "no checkpoint found in this folder")
-        path = found
-    if not path.is_file():
-        raise DataError(path, "checkpoint not found")
-    try:
-        ck = torch.load(path, map_location=map_location, weights_only=weights_only)
-    except Exception as exc:
-        detail = _describe_load_error(exc)
-        if detail.startswith("torch's safe loader"):
-            raise DataError(path, f"not loaded: {detail}") from exc
-        raise DataError(path, f"corrupt or unreadable checkpoint ({detail})") from exc
-    if not isinstance(ck, dict):
-        raise DataError(path, f"expected a checkpoint dict, found {type(ck).__name__}")
-    return ck
-
-
-def export_checkpoint(run_or_checkpoint: str | os.PathLike, out: str | os.PathLike, *, fmt: str,
-                      half: bool = False) -> Path:
-    """Write a slim, self-contained checkpoint of a run: model, meta, step, validation history (no optimizer,
-    RNG or training history), atomically.
-
-    Args:
-        run_or_checkpoint: a checkpoint file, or a run folder (its latest checkpoint).
-        out: the file to write.
-        fmt: the ``format`` entry of the export (e.g. "toolkit-sof-export-1"); ``meta["step"]`` is the step.
-        half: store floating-point tensors as float16 (loaders cast them back to float32).
-    """
-    ck = load_checkpoint(run_or_checkpoint)
-    state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in ck["model"].items()}
-    meta = dict(ck.get("meta") or {})
-    meta["step"] = ck.get("step")
-    val = [r for r in ck.get("history", []) if r.get("split") == "val"]
-    slim = {"format": fmt, "model": state, "meta": meta, "step": ck.get("step"), "history": val}
-    out = Path(out)
-    with atomic_write(out) as f:
-        torch.save(slim, f)
-    return out
-
-
-def drop_schedule(checkpoint: str | os.PathLike) -> Path:
-    """Remove a checkpoint's LR-scheduler state (atomically), so that a run resumed from it with other
-    ``lr`` / ``lr_milestones`` replays the new schedule from its base rate instead of restoring the old one.
-
-    Args:
-        checkpoint: checkpoint file or run folder (its latest checkpoint).
-
-    Returns:
-        The file that was rewritten.
-    """
-    path = Path(checkpoint)
-    if path.is_dir():
-        path = latest_checkpoint(path) or path
-    ck = load_checkpoint(path)
-    ck["scheduler"] = None
-    with atomic_write(path) as f:
-        torch.save(ck, f)
-    return path
+# -------------------------------------------------------------------------------------------- runs
 
 
 def step_schedule(optimizer: torch.optim.Optimizer, milestones: Sequence[int] | None,
@@ -824,24 +742,6 @@ def step_schedule(optimizer: torch.optim.Optimizer, milestones: Sequence[int] | 
     if steps[0] <= 0 or not 0.0 < float(gamma) <= 1.0:
         raise ValueError(f"lr_milestones must be positive steps and lr_gamma in (0, 1]; got {steps}, {gamma}")
     return torch.optim.lr_scheduler.MultiStepLR(optimizer, steps, gamma=float(gamma))
-
-
-def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
-    """The newest checkpoint of a run folder (``run_dir`` or ``run_dir/checkpoints``), or None.
-
-    Follows ``latest.json``; if it is missing or points at a missing file, takes the highest step file.
-    """
-    run_dir = Path(run_dir)
-    ckdir = run_dir / "checkpoints" if (run_dir / "checkpoints").is_dir() else run_dir
-    if not ckdir.is_dir():
-        return None
-    pointer = ckdir / "latest.json"
-    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-        target = ckdir / json.loads(pointer.read_text())["file"]
-        if target.is_file():
-            return target
-    files = sorted((int(m.group(1)), p) for p in ckdir.iterdir() if (m := _CKPT_RE.match(p.name)))
-    return files[-1][1] if files else None
 
 
 def data_fingerprint(root: str | os.PathLike, items: Sequence[str], **extra: Any) -> dict[str, Any]:
@@ -1226,22 +1126,6 @@ def _sanitize(obj: Any, where: str) -> Any:
         return tuple(items) if isinstance(obj, tuple) else items
     raise TypeError(f"{where}: cannot store {type(obj).__name__} in a checkpoint; use plain types, numpy arrays "
                     "or tensors (e.g. dataclasses.asdict for a config)")
-
-
-def _describe_load_error(exc: Exception) -> str:
-    msg = str(exc)
-    if "Weights only load failed" in msg or "WeightsUnpickler error:" in msg:
-        lines = [ln.strip() for ln in msg.split("WeightsUnpickler error:")[-1].splitlines() if ln.strip()]
-        refused = next((ln for ln in lines if "global" in ln.lower()), None)
-        if refused:  # a valid file holding objects the safe loader refuses: keep torch's warning whole
-            return (f"torch's safe loader (weights_only=True) refused it: {refused.rstrip('.')}. Loading it with "
-                    "weights_only=False would run code stored in the file (arbitrary code execution): do that "
-                    "only if you trust its source")
-        detail = next((ln for ln in lines if "Weights only load failed" not in ln and "weights_only" not in ln
-                       and "documentation" not in ln), "unreadable pickle stream")
-        return f"{type(exc).__name__}: {detail}"
-    first = msg.strip().splitlines()[0] if msg.strip() else "empty or truncated file"
-    return f"{type(exc).__name__}: {first if len(first) <= 400 else first[:400] + '...'}"
 
 
 def _toolkit_version() -> str:
