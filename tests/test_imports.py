@@ -157,3 +157,19 @@ def _absolute(node: ast.ImportFrom, package: str) -> str | None:
 
 def _within(module: str, package: str) -> bool:
     return module == package or module.startswith(package + ".")
+
+
+@pytest.mark.parametrize("package", ["toolkit.sof", "toolkit.oflow", "toolkit.geometry", "toolkit.training",
+                                     "toolkit.viz", "toolkit.synthetic", "toolkit.kernels"])
+def test_package_faces_shadow_no_module(package):
+    # A face name equal to a submodule's (e.g. a function ``train`` beside ``train.py``) would make
+    # ``import toolkit.<package>.<module> as m`` return the function instead of the module.
+    import importlib
+    import pkgutil
+    import types
+
+    face = importlib.import_module(package)
+    shadowed = [m.name for m in pkgutil.iter_modules(face.__path__)
+                if hasattr(face, m.name) and not isinstance(getattr(face, m.name), types.ModuleType)]
+    assert not shadowed, f"{package} exports names of its own modules: {shadowed}"
+    assert all(hasattr(face, name) for name in getattr(face, "__all__", ())), "an __all__ name is missing"

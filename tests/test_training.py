@@ -19,10 +19,10 @@ from toolkit.training import (
     drop_schedule,
     latest_checkpoint,
     load_checkpoint,
-    plot_history,
     shard_batch,
 )
 from toolkit.training import trainer as training  # the loop module: its globals are patched below
+from toolkit.viz.plots import plot_history
 
 W_TRUE = torch.tensor([1.5, -2.0, 0.5])
 

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-import toolkit.viz
+import toolkit.viz.frontend
 from toolkit.geometry.fields import PointField, TimeField, as_point_field
 from toolkit.geometry.slicing import slice_field
 from toolkit.labels import OCCUPANCY
-from toolkit.oflow.fields import OccupancyField, occupancy_fields, occupancy_slicer
-from toolkit.viz.slicer import SlicerInstance, VolumeSlicer
+from toolkit.oflow.fields import OccupancyField, occupancy_fields
+from toolkit.viz import SlicerInstance, VolumeSlicer, occupancy_slicer
 
 Z, Z_T = (0.2, 0.0, 0.0), (0.25, 0.0, 0.0)  # radius 0.2 at the origin, moving +x at 0.25 per unit time
 
@@ -83,7 +83,7 @@ def test_slicer_world_planes_and_time(field):
 def test_static_figure_has_a_row_per_time(field, monkeypatch):
     import matplotlib.pyplot as plt
 
-    monkeypatch.setattr(toolkit.viz, "has_widget_frontend", lambda: False)
+    monkeypatch.setattr(toolkit.viz.frontend, "has_widget_frontend", lambda: False)
     fig = _slicer(field).view(offsets=3)
     assert sum(1 for ax in fig.axes if ax.images) == 3 * 2 * 2  # 3 times x 2 planes x (argmax + p(inside))
     titles = [ax.get_title() for ax in fig.axes if ax.images]
@@ -94,7 +94,7 @@ def test_static_figure_has_a_row_per_time(field, monkeypatch):
 def test_widget_time_slider_moves_the_sphere(field, monkeypatch):
     import ipywidgets as W
 
-    monkeypatch.setattr(toolkit.viz, "has_widget_frontend", lambda: True)
+    monkeypatch.setattr(toolkit.viz.frontend, "has_widget_frontend", lambda: True)
     widget = _slicer(field).view()
     controls = {w.description: w for w in widget.children[0].children}
     assert list(controls) == ["plane", "portrait", "class", "time"]

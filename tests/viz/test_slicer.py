@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-import toolkit.viz
+import toolkit.viz.frontend
 from toolkit.geometry.cameras import default_intrinsics
 from toolkit.sof.model import SOFModel, model_config
 from toolkit.sof.render import bind_code, frontal_camera, slice_camera_plane
@@ -92,7 +92,7 @@ def test_ranges_and_slices(slicer):
 def test_static_fallback_returns_a_figure(slicer, monkeypatch):
     import matplotlib.figure
 
-    monkeypatch.setattr(toolkit.viz, "has_widget_frontend", lambda: False)
+    monkeypatch.setattr(toolkit.viz.frontend, "has_widget_frontend", lambda: False)
     fig = slicer.view(offsets=3)
     assert isinstance(fig, matplotlib.figure.Figure)
     # 3 offsets x (2 planes x (2 fields + 1 probability)) panels, plus nothing else with an image.
@@ -109,7 +109,7 @@ def test_static_fallback_returns_a_figure(slicer, monkeypatch):
 def test_widget_builds_and_updates_when_forced(slicer, monkeypatch):
     import ipywidgets as W
 
-    monkeypatch.setattr(toolkit.viz, "has_widget_frontend", lambda: True)
+    monkeypatch.setattr(toolkit.viz.frontend, "has_widget_frontend", lambda: True)
     widget = slicer.view()
     assert isinstance(widget, W.VBox)
     built = volume_slicer(slicer.instances, cam2world=slicer.cam2world, K=slicer.K, size=SIZE)

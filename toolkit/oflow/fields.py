@@ -5,7 +5,7 @@ Occupancy Flow model with the codes of ONE sequence: ``field(xyz (N, 3)) -> (N,)
 its time t (t = 0 is the decoder; t > 0 transports each point back to t = 0 through the ODE and decodes,
 oflow.md section 1), on the box ``[-0.55, 0.55]^3`` (box 1 + padding 0.1), on the model's device. It is
 also time-varying (``times``, ``at(t)``), so slicing, meshing and the volume slicer's time slider take it
-like any other field. Coordinates are frame-0 normalised units; times in [0, 1].
+like any other field (:func:`toolkit.viz.occupancy_slicer` builds that slicer from evaluation windows). Coordinates are frame-0 normalised units; times in [0, 1].
 
 :func:`occupancy_meshing` turns the original's meshing knobs (an occupancy PROBABILITY threshold, the
 MISE lattice, a box padding) into one validated :class:`toolkit.geometry.meshing.MeshingOptions` whose level
@@ -32,7 +32,7 @@ from toolkit.oflow.data import BOX_HALF
 from toolkit.oflow.ode import ODEOptions, SolveStats, ode_preset, resolve_options
 
 __all__ = ["OccupancyField", "eval_mode", "frame_times", "inference_ode", "model_device", "occupancy_fields",
-           "occupancy_meshing", "occupancy_slicer", "ode_kwargs", "resolve_meshing", "window_codes"]
+           "occupancy_meshing", "ode_kwargs", "resolve_meshing", "window_codes"]
 
 
 class OccupancyField:
@@ -85,39 +85,6 @@ def occupancy_fields(model: Any, codes: Any, **kwargs: Any) -> list[OccupancyFie
     """One :class:`OccupancyField` per sequence of a batch of ``Codes`` (keyword arguments as the class's)."""
     return [OccupancyField(model, type(codes)(*(c[i:i + 1] for c in codes)), **kwargs)
             for i in range(codes.c_t.shape[0])]
-
-
-def occupancy_slicer(model: Any, items: Sequence[dict] | dict, *, names: Sequence[str] | None = None,
-                     times: Sequence[float] | None = None, size: int = 96, ode: str | ODEOptions | None = None,
-                     **slicer_kwargs: Any):
-    """The volume slicer of Occupancy Flow occupancy fields: world x/y/z planes and a time slider.
-
-    Args:
-        model: an :class:`toolkit.oflow.model.OccupancyFlow` in eval mode.
-        items: windows to choose from (``dataset[i]`` of :class:`toolkit.oflow.data.SequenceDataset`, with
-            ``inputs`` (L, N, 3) and ``times``), or one of them.
-        names: their names in the selector (default each item's ``sequence``).
-        times: the time slider's stops (default each item's ``times``).
-        size: slice resolution in pixels.
-        ode: transport settings for t > 0 (see :func:`inference_ode`; default the model's).
-        **slicer_kwargs: further :class:`toolkit.viz.slicer.VolumeSlicer` options (``display_scale``, ...).
-
-    Returns:
-        A :class:`toolkit.viz.slicer.VolumeSlicer` (two classes, outside and inside); ``.show()`` displays
-        the widget, or a static figure with one row per time when there is no widget frontend.
-    """
-    from toolkit.labels import OCCUPANCY
-    from toolkit.viz.slicer import SlicerInstance, VolumeSlicer
-
-    items = [items] if isinstance(items, dict) else list(items)
-    names = list(names) if names is not None else [str(it.get("sequence", f"window {i}")) for i, it in enumerate(items)]
-    instances = []
-    for name, item in zip(names, items):
-        stops = times if times is not None else torch.as_tensor(item["times"]).cpu().tolist()
-        field = OccupancyField(model, window_codes(model, item.get("inputs")), times=stops, ode=ode)
-        instances.append(SlicerInstance(name, {"model": field}))
-    slicer_kwargs.setdefault("instance_label", "sequence")
-    return VolumeSlicer(instances, size=size, label_set=OCCUPANCY, class_id=1, **slicer_kwargs)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -164,6 +164,10 @@ def semantic_mesh(source, code=None, *, resolution: int = 256, resolution0: int 
     return SemanticMeshResult(mesh, result.grid, seconds, mem.peak)
 
 
+extract_semantic_mesh = semantic_mesh
+""":func:`semantic_mesh` under the name ``toolkit.sof`` exports it by (there ``semantic_mesh`` is this module)."""
+
+
 def class_meshes(source, code=None, *, classes: Sequence[int] | None = None, resolution: int = 128,
                  resolution0: int = 32, bounds: float | Sequence[Sequence[float]] = DEFAULT_BOUNDS,
                  threshold: float = 0.0, score: str = "probability", label_set: str = "sof20",

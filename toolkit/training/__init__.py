@@ -7,7 +7,8 @@
 - :mod:`toolkit.training.lifecycle`: a system's :class:`System` record and what every system does the same
   way through it: train from a config, export, the shipped checkpoint or a quick model, training data.
 
-The names the systems, the command line and notebooks use are re-exported here.
+The names the systems, the command line and notebooks use are re-exported here. Plots are
+:mod:`toolkit.viz`'s (``toolkit.viz.plot_history``); training never imports it at module level.
 """
 from __future__ import annotations
 
@@ -38,11 +39,10 @@ from toolkit.training.trainer import (
     step_schedule,
     trainer_config,
 )
-from toolkit.viz.plots import plot_history
 
 __all__ = [
     "AMP_MODES", "CHECKPOINT_FORMAT", "DDP_MODES", "Callback", "DistInfo", "LivePlot", "RunLock", "StepFn", "Trainer",
     "TrainerConfig", "check_run_fingerprint", "data_fingerprint", "distributed_info", "drop_schedule",
-    "export_checkpoint", "init_distributed", "latest_checkpoint", "load_checkpoint", "model_state", "plot_history",
+    "export_checkpoint", "init_distributed", "latest_checkpoint", "load_checkpoint", "model_state",
     "seed_everything", "shard_batch", "step_schedule", "trainer_config",
 ]

@@ -8,7 +8,7 @@ surface point in every frame), a ``FrameMeshes`` (independent meshes per frame),
 - :func:`mesh_animation`: one sequence, a plotly figure with a time slider and a play button.
 - :func:`mesh_grid_animation`: a grid of sequences (e.g. interpolation steps x modes, or source /
   target / result) animated by one shared slider; the cells sit side by side in one 3D scene.
-- With no live notebook frontend (headless runs, CI: :func:`toolkit.viz.has_widget_frontend`) both draw a
+- With no live notebook frontend (headless runs, CI: :func:`toolkit.viz.frontend.has_widget_frontend`) both draw a
   static matplotlib figure of a few frames instead (``static=None``); ``static=True/False`` forces either.
 - :func:`embedding_figure`, :func:`curves_figure`, :func:`bars_figure`: small matplotlib plots of codes
   and per-frame / per-part numbers.
@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from toolkit.viz import has_widget_frontend
+from toolkit.viz import frontend
 
 __all__ = [
     "Frames",
@@ -149,7 +149,7 @@ def mesh_grid_animation(grid: Sequence[Sequence[Any]], *, faces: np.ndarray | No
     if not rows or not any(rows):
         raise ValueError("grid is empty: give rows of sequences, e.g. [[seq_a, seq_b]]")
     if static is None:
-        static = not has_widget_frontend()
+        static = not frontend.has_widget_frontend()
     n_cells = sum(c is not None for r in rows for c in r)
     per_cell = max(1500, int(max_faces) // max(n_cells, 1))
     if static:  # matplotlib draws every polygon itself: keep the panels light

@@ -9,8 +9,9 @@ instance selector and a 3D view of one or all classes.
 Any point field works (:mod:`toolkit.geometry.fields`): SOF's (N, C) class logits, or an occupancy field's
 (N,) logits as two classes, outside and inside (``label_set=toolkit.labels.OCCUPANCY``). A field that
 changes with time (``times`` and ``at(t)``, e.g. Occupancy Flow's
-:class:`toolkit.oflow.fields.OccupancyField`) gets a time slider. Without a camera (``cam2world=None``)
-only the world x/y/z planes are offered.
+:class:`toolkit.oflow.fields.OccupancyField`) gets a time slider; :func:`occupancy_slicer` builds that
+slicer from Occupancy Flow evaluation windows. Without a camera (``cam2world=None``) only the world x/y/z
+planes are offered.
 
 Slices use :func:`toolkit.geometry.slicing.slice_camera_plane` and
 :func:`toolkit.geometry.slicing.slice_field`. Without a widget frontend (headless runs, CI)
@@ -22,15 +23,19 @@ from __future__ import annotations
 import io
 import time
 from collections.abc import Mapping, Sequence
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-import toolkit.viz as _viz
 from toolkit.geometry.fields import PointField, TimeField, field_at, is_time_field
 from toolkit.geometry.grids import Bounds, box
 from toolkit.geometry.slicing import SliceResult, class_logits, slice_camera_plane, slice_field
 from toolkit.labels import LabelSet, colorize, get_label_set
+from toolkit.viz import frontend
+
+if TYPE_CHECKING:
+    from toolkit.oflow.model import OccupancyFlow
+    from toolkit.oflow.ode import ODEOptions
 
 PLANES = ("camera", "x", "y", "z")
 """Plane orientations: camera-parallel at a camera depth, or world-axis planes at a coordinate."""
@@ -217,7 +222,7 @@ class VolumeSlicer:
 
     def view(self, **static_kwargs):
         """The interactive widget, or (no widget frontend: headless runs, CI) :meth:`static_figure`."""
-        if _viz.has_widget_frontend():
+        if frontend.has_widget_frontend():
             return self.widget()
         return self.static_figure(**static_kwargs)
 
@@ -227,7 +232,7 @@ class VolumeSlicer:
 
         obj = self.view(**static_kwargs)
         display(obj)
-        if not _viz.has_widget_frontend():
+        if not frontend.has_widget_frontend():
             import matplotlib.pyplot as plt
 
             plt.close(obj)
@@ -402,6 +407,42 @@ class VolumeSlicer:
 def volume_slicer(instances: Sequence[SlicerInstance], **kwargs):
     """Build a :class:`VolumeSlicer` and return its widget, or a static figure when headless."""
     return VolumeSlicer(instances, **kwargs).view()
+
+
+def occupancy_slicer(model: OccupancyFlow, items: Sequence[dict] | dict, *, names: Sequence[str] | None = None,
+                     times: Sequence[float] | None = None, size: int = 96, ode: str | ODEOptions | None = None,
+                     **slicer_kwargs: Any) -> VolumeSlicer:
+    """The volume slicer of Occupancy Flow occupancy fields: world x/y/z planes and a time slider.
+
+    Args:
+        model: an :class:`toolkit.oflow.model.OccupancyFlow` in eval mode.
+        items: windows to choose from (``dataset[i]`` of :class:`toolkit.oflow.data.SequenceDataset`, with
+            ``inputs`` (L, N, 3) and ``times``), or one of them.
+        names: their names in the selector (default each item's ``sequence``).
+        times: the time slider's stops (default each item's ``times``).
+        size: slice resolution in pixels.
+        ode: transport settings for t > 0 (see :func:`toolkit.oflow.fields.inference_ode`; default the model's).
+        **slicer_kwargs: further :class:`VolumeSlicer` options (``display_scale``, ...).
+
+    Returns:
+        A :class:`VolumeSlicer` of :class:`toolkit.oflow.fields.OccupancyField` s (two classes, outside and
+        inside); ``.show()`` displays the widget, or a static figure with one row per time when there is no
+        widget frontend.
+    """
+    import torch
+
+    from toolkit.labels import OCCUPANCY
+    from toolkit.oflow.fields import OccupancyField, window_codes
+
+    items = [items] if isinstance(items, dict) else list(items)
+    names = list(names) if names is not None else [str(it.get("sequence", f"window {i}")) for i, it in enumerate(items)]
+    instances = []
+    for name, item in zip(names, items):
+        stops = times if times is not None else torch.as_tensor(item["times"]).cpu().tolist()
+        field = OccupancyField(model, window_codes(model, item.get("inputs")), times=stops, ode=ode)
+        instances.append(SlicerInstance(name, {"model": field}))
+    slicer_kwargs.setdefault("instance_label", "sequence")
+    return VolumeSlicer(instances, size=size, label_set=OCCUPANCY, class_id=1, **slicer_kwargs)
 
 
 # ----------------------------------------------------------------------------------------------------

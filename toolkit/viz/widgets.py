@@ -11,7 +11,7 @@ from toolkit.io import read_label_png
 from toolkit.labels import colorize
 from toolkit.sof.data import load_exclusions, save_exclusions
 from toolkit.sof.data import view_files as instance_views
-from toolkit.viz import has_widget_frontend
+from toolkit.viz import frontend
 
 
 def curation_widget(root: str | os.PathLike, *, thumb_size: int = 96, max_static_instances: int = 4):
@@ -28,7 +28,7 @@ def curation_widget(root: str | os.PathLike, *, thumb_size: int = 96, max_static
     instances = sorted(p for p in root.iterdir() if p.is_dir() and instance_views(p))
     if not instances:
         raise FileNotFoundError(f"{root}: no SOF instance folders with seg_XX.png label maps")
-    if not has_widget_frontend():
+    if not frontend.has_widget_frontend():
         return _static_curation_figure(instances[:max_static_instances], load_exclusions(root))
 
     import ipywidgets as W
