@@ -136,6 +136,12 @@ def test_widget_builds_and_updates_when_forced(slicer, monkeypatch):
     z = slider_box.children[0]
     assert z.description == "z" and (z.min, z.max) == pytest.approx(slicer.offset_range("z"))
     assert z.value == pytest.approx(slicer.middle("z"), abs=z.step)
+    # the browser's echo of a new slider's value, snapped to its grid (a rounding-level change), is no update;
+    # a step is
+    z.value += 1e-9 * z.step
+    assert status.value == statuses[-1]
+    z.value -= z.step
+    assert status.value != statuses[-1]
     controls["plane"].value = "camera"
     assert slider_box.children[0].value == 4.5  # each plane keeps its own offset
     controls["class"].value = 5  # only recolours

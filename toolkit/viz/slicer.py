@@ -382,6 +382,13 @@ class VolumeSlicer:
             slider_box.children = [sliders[change["new"]]]
             recompute()
 
+        def on_offset(change):
+            # A slider shown for the first time sends its value back snapped to its step grid in the browser's
+            # arithmetic (a change of ~1e-16): no move, and recomputing would cost a whole redundant update.
+            if abs(change["new"] - change["old"]) <= 1e-6 * change["owner"].step:
+                return
+            recompute()
+
         def on_3d(_):
             view3d_out.clear_output()
             with view3d_out:
@@ -391,7 +398,7 @@ class VolumeSlicer:
 
         plane.observe(on_plane, names="value")
         for slider in sliders.values():
-            slider.observe(recompute, names="value")
+            slider.observe(on_offset, names="value")
         instance.observe(recompute, names="value")
         if clock is not None:
             clock.observe(recompute, names="value")
