@@ -12,7 +12,7 @@ LAB_ARGS ?= --ip=127.0.0.1
 # Jupyter refuses to run as root (containers, CI machines) unless told to.
 LAB_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
 
-.PHONY: setup gpu-setup test demo lab bench lint clean
+.PHONY: setup gpu-setup gpu-check test demo lab bench lint clean
 
 setup: $(STAMP)
 
@@ -37,11 +37,19 @@ $(TEST_STAMP): $(STAMP)
 test: $(TEST_STAMP)
 	OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 
+# `make demo FULL=1`: the training notebooks retrain their full schedules instead of starting from the
+# shipped checkpoints (hours on a CPU).
 demo: $(STAMP)
-	$(PY) -m toolkit notebooks --out outputs/notebooks
+	$(PY) -m toolkit notebooks --out outputs/notebooks $(if $(FULL),--full)
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab $(LAB_ROOT) $(LAB_ARGS) $(LAB_DIR)
+
+# On a CUDA machine: the CUDA tests and every GPU benchmark row into benchmarks/gpu_check_<device>.json;
+# elsewhere it says there is no GPU and exits 0.
+gpu-check: $(STAMP)
+	if command -v nvidia-smi >/dev/null 2>&1; then $(PY) -m pip install -q -e ".[gpu]"; fi
+	$(PY) benchmarks/gpu_check.py
 
 bench: $(STAMP)
 	for f in benchmarks/bm_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
