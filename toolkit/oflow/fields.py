@@ -32,7 +32,7 @@ from toolkit.oflow.data import BOX_HALF
 from toolkit.oflow.ode import ODEOptions, SolveStats, ode_preset, resolve_options
 
 __all__ = ["OccupancyField", "eval_mode", "frame_times", "inference_ode", "model_device", "occupancy_fields",
-           "occupancy_meshing", "ode_kwargs", "resolve_meshing", "window_codes"]
+           "occupancy_meshing", "ode_kwargs", "query_settings", "resolve_meshing", "window_codes"]
 
 
 class OccupancyField:
@@ -121,6 +121,34 @@ def occupancy_meshing(threshold: float = 0.3, *, resolution0: int = 32, upsampli
 
 
 _MESHING_DEFAULTS = {k: p.default for k, p in inspect.signature(occupancy_meshing).parameters.items()}
+
+
+MESHING_KNOBS = ("threshold", "resolution0", "upsampling_steps", "padding", "chunk", "impl")
+"""Keyword settings of :func:`occupancy_meshing` that generation calls accept one by one."""
+
+
+def query_settings(model: Any, meshing: MeshingOptions | None = None, ode: str | ODEOptions | None = None,
+                   **settings: Any) -> tuple[MeshingOptions, ODEOptions]:
+    """The meshing and transport settings of a generation call, from its keywords, validated once.
+
+    Args:
+        meshing: the meshing settings as one object (default :func:`occupancy_meshing` of the keywords).
+        ode: the transport (see :func:`inference_ode`).
+        **settings: single meshing settings (:data:`MESHING_KNOBS`, only without ``meshing``) and single ODE
+            options (method, rtol, atol, step_size, num_steps, per_item).
+
+    Raises:
+        TypeError: a keyword that is neither (the message lists both kinds).
+        ValueError: ``meshing`` together with single meshing settings, or an invalid value.
+    """
+    knobs = {k: settings.pop(k) for k in list(settings) if k in MESHING_KNOBS}
+    if meshing is not None and knobs:
+        raise ValueError(f"give the meshing settings once: meshing=MeshingOptions(...) or {sorted(knobs)}, not both")
+    unknown = sorted(set(settings) - set(ODEOptions.__dataclass_fields__))
+    if unknown:
+        raise TypeError(f"unknown setting(s) {unknown}; valid: meshing {list(MESHING_KNOBS)}, "
+                        f"ODE {sorted(ODEOptions.__dataclass_fields__)}")
+    return (meshing if meshing is not None else occupancy_meshing(**knobs)), inference_ode(model, ode, **settings)
 
 
 def resolve_meshing(meshing: MeshingOptions | None = None, **knobs: Any) -> MeshingOptions:

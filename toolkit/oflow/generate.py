@@ -40,6 +40,7 @@ from toolkit.oflow.fields import (
     inference_ode,
     model_device,
     ode_kwargs,
+    query_settings,
     resolve_meshing,
 )
 from toolkit.oflow.ode import FusedVelocity, ODEOptions, SolveStats, transport_forward
@@ -122,17 +123,12 @@ def reconstruct(
     inputs: Tensor | Any,
     *,
     times: Tensor | Sequence[float] | None = None,
-    threshold: float = 0.3,
-    resolution0: int = 32,
-    upsampling_steps: int = 2,
-    padding: float = 0.1,
     decimate_faces: int | None = None,
     ode: str | ODEOptions | None = None,
-    chunk: int = 100_000,
     progress: bool = False,
     fused: bool | None = None,
     meshing: MeshingOptions | None = None,
-    **ode_overrides: Any,
+    **settings: Any,
 ) -> list[MeshSequence]:
     """Mesh sequences of a batch: MISE + marching cubes at t=0, then one forward transport of the vertices.
 
@@ -142,33 +138,29 @@ def reconstruct(
         inputs: (B, L, N, 3) input point trajectories (frame-0 normalised), or ready ``Codes`` of B items
             (e.g. from ``model.encode`` or ``model.sample_codes``; then no encoding is timed).
         times: (T,) output times; default ``linspace(0, 1, config.seq_len)`` (t = i / 16 for 17 frames).
-        threshold: occupancy probability of the surface; applied to the logits as ``log(p / (1 - p))``.
-        resolution0, upsampling_steps: MISE coarse lattice and refinements (final grid
-            ``resolution0 * 2**upsampling_steps`` cells; the original: 32 and 2, i.e. 128^3).
-        padding: box = 1 + padding, i.e. the cube ``[-(1 + padding) / 2, (1 + padding) / 2]^3``.
         decimate_faces: decimate the t=0 mesh to about this many faces before propagation (the ODE cost
             grows with the vertex count); needs the optional package ``fast-simplification``.
         ode: transport settings: a key of ``toolkit.oflow.ode.ODE_PRESETS`` ("original", "rk4", ...),
-            an ``ODEOptions``, or None for the model's ``config.ode``; ``**ode_overrides`` change single
-            fields (method, rtol, atol, step_size, num_steps, per_item).
-        chunk: decoder queries per call (the original: 100000).
+            an ``ODEOptions``, or None for the model's ``config.ode``.
         progress: show a progress bar over the items' t=0 meshes.
         fused: propagate with :class:`toolkit.oflow.ode.FusedVelocity` (the velocity MLP with folded
             per-item terms and reused buffers; same vertices to float rounding, about 1.4x faster
             propagation on a CPU); False runs the module itself (the plain path); None (default) fuses
             whenever the model's velocity field has that MLP's layout.
-        meshing: the t=0 meshing settings as one object (e.g. :func:`toolkit.oflow.fields.occupancy_meshing`),
-            instead of threshold, resolution0, upsampling_steps, padding and chunk (which then keep their
-            defaults).
+        meshing: the t=0 meshing settings as one object (:func:`toolkit.oflow.fields.occupancy_meshing`);
+            default: the original's (probability 0.3, a 32^3 lattice refined twice, box 1.1, chunks of
+            100000 queries).
+        **settings: single settings instead (:func:`toolkit.oflow.fields.query_settings`): the meshing
+            knobs ``threshold`` (the occupancy probability of the surface; the level is its logit),
+            ``resolution0``, ``upsampling_steps``, ``padding`` (box = 1 + padding), ``chunk``, ``impl``, and
+            single ODE options (method, rtol, atol, step_size, num_steps, per_item).
 
     Returns:
         One :class:`MeshSequence` per item, frames in the order of ``times``.
     """
     device = model_device(model)
-    opts = inference_ode(model, ode, **ode_overrides)
+    mesh_opts, opts = query_settings(model, meshing, ode, **settings)
     times_t = frame_times(model, times, device)
-    mesh_opts = resolve_meshing(meshing, threshold=threshold, resolution0=resolution0,
-                                upsampling_steps=upsampling_steps, padding=padding, chunk=chunk)
     _check_decimate(decimate_faces)
     with eval_mode(model):
         t = time.perf_counter()
@@ -202,27 +194,24 @@ def extract_t0_mesh(
     model: Any,
     codes: Any,
     *,
-    threshold: float = 0.3,
-    resolution0: int = 32,
-    upsampling_steps: int = 2,
-    padding: float = 0.1,
     decimate_faces: int | None = None,
-    chunk: int = 100_000,
     meshing: MeshingOptions | None = None,
+    **knobs: Any,
 ) -> tuple[Mesh, dict[str, float], dict[str, int]]:
     """The t=0 mesh of ONE item: MISE of the decoder logits, marching cubes, optional decimation.
 
     Args:
         codes: ``Codes`` of a single item (batch size 1).
-        (others as in :func:`reconstruct`)
+        decimate_faces, meshing: as in :func:`reconstruct`.
+        **knobs: single meshing settings instead of ``meshing`` (threshold, resolution0, ...; see
+            :func:`toolkit.oflow.fields.occupancy_meshing`).
 
     Returns:
         (mesh, timings {mise, marching_cubes, decimate}, stats {num_queries, faces_before_decimation}).
     """
     if codes.c_t.shape[0] != 1:
         raise ValueError(f"extract_t0_mesh takes the codes of one item; got batch size {codes.c_t.shape[0]}")
-    opts = resolve_meshing(meshing, threshold=threshold, resolution0=resolution0,
-                           upsampling_steps=upsampling_steps, padding=padding, chunk=chunk)
+    opts = resolve_meshing(meshing, **knobs)
     _check_decimate(decimate_faces)
     field = OccupancyField(model, codes, 0.0)
     t = time.perf_counter()
@@ -315,15 +304,10 @@ def reconstruct_per_frame(
     inputs: Tensor | Any,
     *,
     times: Tensor | Sequence[float] | None = None,
-    threshold: float = 0.3,
-    resolution0: int = 32,
-    upsampling_steps: int = 2,
-    padding: float = 0.1,
     ode: str | ODEOptions | None = None,
-    chunk: int = 100_000,
     progress: bool = False,
     meshing: MeshingOptions | None = None,
-    **ode_overrides: Any,
+    **settings: Any,
 ) -> list[FrameMeshes]:
     """One MISE extraction per frame of the occupancy at time t (query -> back to t=0 -> decoder).
 
@@ -336,10 +320,8 @@ def reconstruct_per_frame(
         One :class:`FrameMeshes` per item.
     """
     device = model_device(model)
-    opts = inference_ode(model, ode, **ode_overrides)
+    mesh_opts, opts = query_settings(model, meshing, ode, **settings)
     times_t = frame_times(model, times, device)
-    mesh_opts = resolve_meshing(meshing, threshold=threshold, resolution0=resolution0,
-                                upsampling_steps=upsampling_steps, padding=padding, chunk=chunk)
     out = []
     with eval_mode(model):
         t = time.perf_counter()

@@ -36,7 +36,7 @@ from torch import Tensor
 from toolkit.geometry.meshing import Mesh, MeshingOptions
 from toolkit.io import DataError, atomic_save_npz, atomic_save_text, load_npz
 from toolkit.latent import interpolate_codes
-from toolkit.oflow.fields import eval_mode, frame_times, inference_ode, model_device, resolve_meshing
+from toolkit.oflow.fields import eval_mode, frame_times, model_device, query_settings
 from toolkit.oflow.generate import STAGES, MeshSequence, extract_t0_mesh, propagate_vertices, reconstruct
 from toolkit.oflow.ode import ODEOptions, SolveStats
 
@@ -306,14 +306,9 @@ def interpolate_motion(
     mode: str = "linear",
     easing: str = "linear",
     times: Tensor | Sequence[float] | None = None,
-    threshold: float = 0.3,
-    resolution0: int = 32,
-    upsampling_steps: int = 2,
-    padding: float = 0.1,
     ode: str | ODEOptions | None = None,
-    chunk: int = 100_000,
     meshing: MeshingOptions | None = None,
-    **ode_overrides: Any,
+    **settings: Any,
 ) -> Interpolation:
     """Interpolate between two motions with the shape code held fixed.
 
@@ -326,16 +321,14 @@ def interpolate_motion(
         z_t_a, z_t_b: (Z,) the end motion codes.
         steps: number of steps (>= 2), ends included.
         mode, easing: see :func:`toolkit.latent.interpolate_codes` ("linear" or "slerp").
-        times, threshold, resolution0, upsampling_steps, padding, ode, chunk, meshing, **ode_overrides: as in
-            :func:`toolkit.oflow.generate.reconstruct`.
+        times, ode, meshing, **settings: as in :func:`toolkit.oflow.generate.reconstruct` (single meshing
+            settings such as ``threshold`` or ``resolution0``, and single ODE options).
     """
     z, z_t_a, z_t_b = (_latent(model, v, name) for v, name in ((z, "z"), (z_t_a, "z_t_a"), (z_t_b, "z_t_b")))
     path = interpolate_codes(z_t_a, z_t_b, steps, mode=mode, easing=easing)
-    mesh_opts = resolve_meshing(meshing, threshold=threshold, resolution0=resolution0,
-                                upsampling_steps=upsampling_steps, padding=padding, chunk=chunk)
+    mesh_opts, opts = query_settings(model, meshing, ode, **settings)
     device = model_device(model)
     times_t = frame_times(model, times, device)
-    opts = inference_ode(model, ode, **ode_overrides)
     with eval_mode(model):
         mesh, timing, stats = extract_t0_mesh(model, _vae_codes(model, z[None], z_t_a[None]), meshing=mesh_opts)
         t = time.perf_counter()

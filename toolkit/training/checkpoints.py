@@ -21,7 +21,7 @@ import torch
 
 from toolkit.io import DataError, atomic_write
 
-__all__ = ["CHECKPOINT_FORMAT", "drop_schedule", "export_checkpoint", "latest_checkpoint", "load_checkpoint",
+__all__ = ["CHECKPOINT_FORMAT", "checkpoint_file", "drop_schedule", "export_checkpoint", "latest_checkpoint", "load_checkpoint",
            "model_state"]
 
 CHECKPOINT_FORMAT = "toolkit.training/1"
@@ -45,14 +45,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device | 
     Raises:
         DataError: missing file, no checkpoint in the folder, or a corrupt / unreadable file.
     """
-    path = Path(path)
-    if path.is_dir():
-        found = latest_checkpoint(path)
-        if found is None:
-            raise DataError(path, "no checkpoint found in this folder")
-        path = found
-    if not path.is_file():
-        raise DataError(path, "checkpoint not found")
+    path = checkpoint_file(path)
     try:
         ck = torch.load(path, map_location=map_location, weights_only=weights_only)
     except Exception as exc:
@@ -98,13 +91,28 @@ def drop_schedule(checkpoint: str | os.PathLike) -> Path:
     Returns:
         The file that was rewritten.
     """
-    path = Path(checkpoint)
-    if path.is_dir():
-        path = latest_checkpoint(path) or path
+    path = checkpoint_file(checkpoint)
     ck = load_checkpoint(path)
     ck["scheduler"] = None
     with atomic_write(path) as f:
         torch.save(ck, f)
+    return path
+
+
+def checkpoint_file(path: str | os.PathLike) -> Path:
+    """The checkpoint file ``path`` names: itself, or the latest checkpoint of a run folder.
+
+    Raises:
+        DataError: a folder without checkpoints (expected ``checkpoints/step_*.pt``), or no such file.
+    """
+    path = Path(path)
+    if path.is_dir():
+        found = latest_checkpoint(path)
+        if found is None:
+            raise DataError(path, "no checkpoint found in this folder (expected checkpoints/step_*.pt)")
+        path = found
+    if not path.is_file():
+        raise DataError(path, "checkpoint not found")
     return path
 
 

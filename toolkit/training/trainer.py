@@ -46,6 +46,7 @@ from toolkit.training.checkpoints import (
     CHECKPOINT_FORMAT,
     CKPT_RE,
     REQUIRED_KEYS,
+    checkpoint_file,
     latest_checkpoint,
     load_checkpoint,
 )
@@ -605,12 +606,7 @@ class Trainer:
     def resume(self, path_or_dir: str | os.PathLike) -> Path:
         """Restore model, optimizer, scheduler, step, history and RNG states from a checkpoint file, or
         from the latest checkpoint of a run folder. Returns the checkpoint path."""
-        path = Path(path_or_dir)
-        if path.is_dir():
-            found = latest_checkpoint(path)
-            if found is None:
-                raise DataError(path, "no checkpoint found (expected checkpoints/step_*.pt)")
-            path = found
+        path = checkpoint_file(path_or_dir)
         ck = load_checkpoint(path, map_location="cpu")
         missing = [k for k in REQUIRED_KEYS if k not in ck]
         if missing:
