@@ -163,10 +163,7 @@ def reconstruct(
     times_t = frame_times(model, times, device)
     _check_decimate(decimate_faces)
     with eval_mode(model):
-        t = time.perf_counter()
-        codes = _codes(model, inputs, device)
-        _sync(device)
-        t_encode = time.perf_counter() - t
+        codes, t_encode = _timed_codes(model, inputs, device)
         b = codes.c_t.shape[0]
         meshes, per_item = [], []
         for i in _progress(range(b), progress, "t=0 meshes"):
@@ -324,10 +321,7 @@ def reconstruct_per_frame(
     times_t = frame_times(model, times, device)
     out = []
     with eval_mode(model):
-        t = time.perf_counter()
-        codes = _codes(model, inputs, device)
-        _sync(device)
-        t_encode = time.perf_counter() - t
+        codes, t_encode = _timed_codes(model, inputs, device)
         b = codes.c_t.shape[0]
         jobs = [(i, float(tk)) for i in range(b) for tk in times_t.tolist()]
         results: dict[int, list] = {i: [] for i in range(b)}
@@ -577,6 +571,14 @@ def _codes(model: Any, inputs: Any, device: torch.device) -> Any:
         hint = " (one sequence? add the batch axis: inputs[None])" if getattr(inputs, "ndim", 0) == 3 else ""
         raise ValueError(f"inputs must be (B, L, N, 3) point trajectories or Codes; got {shape}{hint}")
     return model.encode(inputs.to(device=device, dtype=torch.float32))
+
+
+def _timed_codes(model: Any, inputs: Any, device: torch.device) -> tuple[Any, float]:
+    """The codes of ``inputs`` (see :func:`_codes`) and the seconds their encoding took."""
+    t = time.perf_counter()
+    codes = _codes(model, inputs, device)
+    _sync(device)
+    return codes, time.perf_counter() - t
 
 
 def _item(codes: Any, i: int) -> Any:
