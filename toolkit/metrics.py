@@ -194,8 +194,8 @@ def field_miou_3d(field_a: PointField, field_b: PointField, *, bounds: float | S
                   dtype: torch.dtype = torch.float32) -> MIoUResult:
     """3D mIoU between two label fields, evaluated on the cell centres of a regular grid.
 
-    Each field is a callable on world points, ``f(xyz: (N, 3)) -> (N,) integer labels or (N, C) logits``
-    (logits are reduced with argmax). ``field_a`` plays the prediction, ``field_b`` the ground truth; the
+    Each field is a point field (:mod:`toolkit.geometry.fields`; any callable on world points),
+    ``f(xyz: (N, 3)) -> (N,) integer labels or (N, C) logits`` (logits are reduced with argmax). ``field_a`` plays the prediction, ``field_b`` the ground truth; the
     score is symmetric anyway. The grid is walked in chunks of ``chunk`` points, so memory stays bounded
     for any resolution. Cell centres (not corners) make each grid point stand for an equal volume, so the
     IoU is a midpoint-rule estimate of the volumetric IoU.
@@ -207,12 +207,14 @@ def field_miou_3d(field_a: PointField, field_b: PointField, *, bounds: float | S
         num_classes: C.
         chunk: points per field call.
         background: background class for the ``*_no_bg`` scores.
-        device, dtype: where and in which precision the query points are built.
+        device, dtype: where and in which precision the query points are built (default: ``field_a``'s
+            ``device``, else the CPU).
 
     Returns:
         MIoUResult over the volume, treated as one "image" (so per-image and dataset scores coincide).
     """
     lo, hi = box(bounds)
+    device = device if device is not None else getattr(field_a, "device", None)
     res = [int(resolution)] * 3 if np.isscalar(resolution) else [int(r) for r in resolution]
     if len(res) != 3 or min(res) < 1:
         raise ValueError(f"resolution must be a positive int or three of them; got {resolution}")
