@@ -49,6 +49,7 @@ from toolkit.metrics import (
 from toolkit.oflow.checkpoint import load_oflow
 from toolkit.oflow.data import BOX_HALF, POINTS_DIR, SequenceDataset, find_sequences, pack_sequence
 from toolkit.oflow.fields import resolve_meshing, window_codes
+from toolkit.oflow.generate import reconstruct
 from toolkit.oflow.model import Codes, OccupancyFlow
 
 __all__ = [
@@ -157,8 +158,6 @@ def reconstruct_sequence(model: OccupancyFlow, inputs: torch.Tensor | None, time
         T meshes sharing faces; vertex k of every mesh is the same particle. All empty when the t=0
         field never crosses the threshold.
     """
-    from toolkit.oflow.generate import reconstruct
-
     opts = _meshing(meshing, threshold, resolution0, upsampling_steps, bounds=bounds, chunk=chunk)
     codes = window_codes(model, inputs) if codes is None else codes
     if times is None:
