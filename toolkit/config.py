@@ -13,6 +13,7 @@ the ``--set`` override it came from), the value and what is allowed, e.g.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import inspect
 import math
@@ -93,7 +94,19 @@ def load_config_dict(system: str, name_or_path: str | os.PathLike, overrides: Se
         raise DataError(path, f"invalid YAML ({exc})") from exc
     if not isinstance(data, dict):
         raise DataError(path, f"expected a mapping of config keys, found {type(data).__name__}")
-    data = ConfigDict(data)
+    return apply_overrides(data, overrides)
+
+
+def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> ConfigDict:
+    """A copy of a config mapping with ``key=value`` overrides applied (dotted keys reach into nested mappings;
+    values parsed as YAML); each override is remembered as the source of its key for error messages.
+
+    Raises:
+        ConfigError: an override without ``=``, with an empty key, or one that descends into a non-mapping.
+    """
+    sources = dict(getattr(data, "sources", {}))
+    data = ConfigDict(copy.deepcopy(dict(data)))
+    data.sources.update(sources)
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"--set {item}: expected key=value (e.g. --set max_steps=100)")

@@ -158,3 +158,21 @@ def test_stages_chain_by_init_from_and_shape_validates_t0_only(sphere_root, tmp_
     with pytest.raises(DataError, match="init_from: model config differs.*c_dim"):
         train(_config(sphere_root, tmp_path / "c", init_from=str(tmp_path / "a"), model_overrides={"c_dim": 8}),
               progress=False)
+
+
+def test_staged_configs_chain_the_stages_and_run(sphere_root, tmp_path):
+    from toolkit.oflow.train import staged_configs
+
+    cfgs = staged_configs("completion", quick=True, steps=3, run_root=tmp_path / "runs",
+                          overrides=[f"data_root={sphere_root}", "length=5", "n_eval_points=256", "val_max_windows=1"])
+    assert [c.stage for c in cfgs] == ["shape", "motion", "joint"]
+    assert cfgs[0].init_from == "" and cfgs[1].init_from == cfgs[0].out_dir and cfgs[2].init_from == cfgs[1].out_dir
+    assert all(c.max_steps == 3 and c.lr_milestones is None and c.model_preset == "tiny" for c in cfgs)
+    assert cfgs[0].near_surface == 0.5 and cfgs[1].corr_times == 4  # the stages' own settings are kept
+    for cfg in cfgs:
+        result = train(cfg, progress=False)
+        assert result.history[-1]["step"] == 3
+    gen = staged_configs("generative", quick=True)
+    assert [c.model_preset for c in gen] == ["generative"] * 3 and gen[0].vae_beta == 1e-4
+    with pytest.raises(ValueError, match="unknown recipe 'nope'"):
+        staged_configs("nope")

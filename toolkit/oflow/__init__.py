@@ -52,6 +52,7 @@ from toolkit.oflow.latent import (
     trajectory_error,
     transfer_motion,
 )
+from toolkit.oflow.latent_eval import evaluate_latent, motion_retrieval, real_motion_gain, transfer_scores
 from toolkit.oflow.losses import OFlowLosses, compute_losses
 from toolkit.oflow.model import (
     PRESETS,
@@ -67,6 +68,7 @@ from toolkit.oflow.occupancy import derive_scan_occupancy, write_occupancy_from_
 from toolkit.oflow.ode import ODE_PRESETS, ODEOptions, SolveStats, transport, transport_forward
 from toolkit.oflow.pretrained import AUTHORS_MODELS, load_authors_model
 from toolkit.oflow.train import (
+    RECIPES,
     SYSTEM,
     OFlowTrainConfig,
     evaluate_checkpoint,
@@ -75,6 +77,7 @@ from toolkit.oflow.train import (
     prepare_data,
     prepare_scan_sequence,
     shipped_checkpoint,
+    staged_configs,
     training_data,
 )
 from toolkit.oflow.train import train as train_oflow
@@ -83,6 +86,7 @@ __all__ = [
     "AUTHORS_MODELS",
     "ODE_PRESETS",
     "PRESETS",
+    "RECIPES",
     "SYSTEM",
     "Codes",
     "FrameMeshes",
@@ -103,6 +107,7 @@ __all__ = [
     "derive_scan_occupancy",
     "encode_latent_table",
     "evaluate_checkpoint",
+    "evaluate_latent",
     "evaluate_mesh_sequence",
     "evaluate_model",
     "evaluation_dataset",
@@ -123,6 +128,7 @@ __all__ = [
     "load_oflow",
     "load_pretrained",
     "motion_embedding",
+    "motion_retrieval",
     "normalize_to_frame0",
     "occupancy_fields",
     "occupancy_figure",
@@ -134,16 +140,19 @@ __all__ = [
     "prepare_scan_sequence",
     "preset",
     "read_sequence",
+    "real_motion_gain",
     "reconstruct",
     "reconstruct_per_frame",
     "reconstruct_sequence",
     "save_mesh_sequence",
     "shipped_checkpoint",
+    "staged_configs",
     "synthetic_transfer_case",
     "train_oflow",
     "training_data",
     "trajectory_error",
     "transfer_motion",
+    "transfer_scores",
     "transport",
     "transport_forward",
     "validate_dataset",

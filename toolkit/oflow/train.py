@@ -35,11 +35,14 @@ from toolkit.config import (
     DEVICE,
     Rule,
     above,
+    apply_overrides,
     at_least,
     check_fields,
     declare_checks,
     each,
+    from_dict,
     kwargs_of,
+    load_config_dict,
     nested,
     non_empty,
     one_of,
@@ -454,6 +457,52 @@ def train_from_config(config: str | os.PathLike, overrides: Sequence[str] = (), 
         **kwargs: passed to :func:`train`.
     """
     return lifecycle.train_from_config(SYSTEM, config, overrides, **kwargs)
+
+
+RECIPES: dict[str, tuple[str, ...]] = {
+    "completion": ("completion_shape", "completion_motion", "completion"),
+    "generative": ("generative_shape", "generative_motion", "generative"),
+}
+"""Staged recipes: packaged configs run in order, each starting from the previous one's run (``init_from``)."""
+_STAGE_KEYS = ("stage", "near_surface", "loss_corr", "corr_times", "vae_beta", "w_velocity", "val_frames",
+               "train_split", "val_split", "input_noise")
+"""What a stage config contributes when ``staged_configs(quick=True)`` sizes everything else like ``quick``."""
+
+
+def staged_configs(recipe: str = "completion", *, overrides: Sequence[str] = (), steps: int | None = None,
+                   quick: bool = False, run_root: str | os.PathLike | None = None) -> list[OFlowTrainConfig]:
+    """The configs of a staged recipe (:data:`RECIPES`), each stage starting from the previous one's run.
+
+    Args:
+        recipe: "completion" or "generative".
+        overrides: ``key=value`` strings for every stage (e.g. ``data_root=...``).
+        steps: cut every stage to this many steps at a constant rate, validating at the end only (a demo);
+            None keeps the presets' schedules.
+        quick: every stage with the ``quick`` config's tiny model and sizes (tests, QUICK notebooks).
+        run_root: where the stage runs go (``run_root/<config name>``); default: the presets' out_dir.
+    Returns:
+        One :class:`OFlowTrainConfig` per stage; run them in order with :func:`train`.
+    """
+    if recipe not in RECIPES:
+        raise ValueError(f"unknown recipe {recipe!r}; valid: {sorted(RECIPES)}")
+    configs: list[OFlowTrainConfig] = []
+    for name in RECIPES[recipe]:
+        d = load_config_dict("oflow", name)
+        if quick:
+            stage_keys = {k: d[k] for k in _STAGE_KEYS if k in d}
+            d = {**load_config_dict("oflow", "quick", PRETRAINED_KINDS[recipe]), **stage_keys}
+        extra = list(overrides)
+        if run_root is not None:
+            extra.append(f"out_dir={Path(run_root) / name}")
+        if steps is not None:
+            extra += [f"max_steps={int(steps)}", "lr_milestones=null", "val_every=0", f"ckpt_every={int(steps)}"]
+        d = apply_overrides(d, extra)
+        if configs:
+            d["init_from"] = configs[-1].out_dir
+        else:
+            d.pop("init_from", None)
+        configs.append(from_dict(OFlowTrainConfig, d, f"oflow config {name}"))
+    return configs
 
 
 # --------------------------------------------------------------------------------------------------
