@@ -101,35 +101,42 @@ def plot_history(history: Sequence[Mapping[str, Any]], *, keys: Sequence[str] | 
 
 
 def point_cloud_views(clouds: Mapping[str, np.ndarray], *, views: Sequence[str] = ("front", "side"),
-                      max_points: int = 20000, panel: float = 3.0, seed: int = 0):
+                      max_points: int = 20000, panel: float = 3.0, columns: int | None = None, seed: int = 0):
     """Point clouds side by side under the same orthographic cameras (one panel per cloud and view).
 
     Args:
         clouds: {title: (N, 3) points}, all in the same normalised units (y up, +z towards the front view).
         views: "front" (x right, y up) and/or "side" (-z right, y up: the body's left profile).
         max_points: points drawn per cloud (a fixed random subset).
+        columns: panels per row (default: all in one row).
     Every panel spans the same [-0.55, 0.55]^2 window, so sizes compare directly.
     """
     import matplotlib.pyplot as plt
 
     axes_of = {"front": (0, 1), "side": (2, 1)}
-    fig, axes = plt.subplots(1, len(clouds) * len(views), figsize=(panel * len(clouds) * len(views), panel),
-                             squeeze=False)
+    n = len(clouds) * len(views)
+    cols = n if columns is None else max(1, min(int(columns), n))
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(panel * cols, panel * rows), squeeze=False)
     rng = np.random.default_rng(seed)
     for i, (title, pts) in enumerate(clouds.items()):
         pts = np.asarray(pts, dtype=np.float32)
         if len(pts) > max_points:
             pts = pts[rng.choice(len(pts), max_points, replace=False)]
         for j, view in enumerate(views):
-            ax = axes[0, i * len(views) + j]
+            k = i * len(views) + j
+            ax = axes[k // cols, k % cols]
             a, b = axes_of[view]
             x = -pts[:, a] if view == "side" else pts[:, a]
             ax.scatter(x, pts[:, b], s=0.3, c=pts[:, 2 if view == "front" else 0], cmap="viridis")
             ax.set_xlim(-0.55, 0.55)
             ax.set_ylim(-0.55, 0.55)
             ax.set_aspect("equal")
-            ax.set_xticks([])
-            ax.set_yticks([])
             ax.set_title(f"{title}\n{view}", fontsize=8)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for ax in axes.flat[n:]:
+        ax.axis("off")
     fig.tight_layout()
     return fig
