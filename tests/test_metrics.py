@@ -342,3 +342,12 @@ def test_correspondence_error_matches_original(oflow_fixtures):
     np.testing.assert_allclose(
         correspondence_error(d["corr_mesh_vertices"], d["corr_pcl_tgt"], project_to_final_mesh=True),
         d["corr_l2_project_to_final_mesh"], rtol=1e-6)
+
+
+def test_versus_baseline_says_whether_a_result_beats_it():
+    from toolkit.metrics import versus_baseline
+
+    assert versus_baseline(0.02, 0.04, name="a", baseline_name="b") == "a 0.02 vs b 0.04: 50% lower, so it beats the baseline"
+    assert versus_baseline(0.0345, 0.0335, name="a", baseline_name="b").endswith("3% higher, so it does NOT beat the baseline")
+    assert versus_baseline(0.9, 0.8, name="iou", baseline_name="b", lower_is_better=False).endswith("beats the baseline")
+    assert versus_baseline(1.0, 0.0, name="a", baseline_name="b").endswith("not comparable")

@@ -679,3 +679,20 @@ def _field_labels(field: PointField, pts: torch.Tensor, num_classes: int, name: 
     raise ValueError(f"{name} must map (N, 3) points to (N,) integer labels or (N, {num_classes}) logits; "
                      f"got {tuple(out.shape)} {out.dtype} for N={n} (for occupancy logits pass "
                      "lambda p: (f(p) > 0).long())")
+
+
+def versus_baseline(value: float, baseline: float, *, name: str, baseline_name: str,
+                    lower_is_better: bool = True) -> str:
+    """One sentence comparing a result with its baseline that says in words whether it beats it.
+
+    Example: ``versus_baseline(0.02, 0.035, name="transferred", baseline_name="standing still")`` ->
+    "transferred 0.02 vs standing still 0.035: 43% lower, so it beats the baseline".
+    """
+    if not (math.isfinite(value) and math.isfinite(baseline)) or baseline == 0:
+        return f"{name} {value:.4g} vs {baseline_name} {baseline:.4g}: not comparable"
+    change = (value - baseline) / abs(baseline)
+    better = change < 0 if lower_is_better else change > 0
+    verdict = "beats the baseline" if better else "does NOT beat the baseline"
+    amount = f"{abs(change):.1%}" if abs(change) < 0.01 else f"{abs(change):.0%}"
+    return f"{name} {value:.4g} vs {baseline_name} {baseline:.4g}: {amount} {'lower' if change < 0 else 'higher'}, " \
+           f"so it {verdict}"

@@ -52,7 +52,13 @@ from toolkit.oflow.latent import (
     trajectory_error,
     transfer_motion,
 )
-from toolkit.oflow.latent_eval import evaluate_latent, motion_retrieval, real_motion_gain, transfer_scores
+from toolkit.oflow.latent_eval import (
+    evaluate_latent,
+    latent_figures,
+    motion_retrieval,
+    real_motion_gain,
+    transfer_scores,
+)
 from toolkit.oflow.losses import OFlowLosses, compute_losses
 from toolkit.oflow.model import (
     PRESETS,
@@ -122,6 +128,7 @@ __all__ = [
     "interpolate_motion",
     "interpolate_shape",
     "latent_codes",
+    "latent_figures",
     "load_authors_model",
     "load_checkpoint",
     "load_mesh_sequence",

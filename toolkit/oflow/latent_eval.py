@@ -35,7 +35,7 @@ from toolkit.oflow.latent import (
     transfer_motion,
 )
 
-__all__ = ["Retrieval", "evaluate_latent", "motion_retrieval", "real_motion_gain", "transfer_scores"]
+__all__ = ["Retrieval", "evaluate_latent", "latent_figures", "motion_retrieval", "real_motion_gain", "transfer_scores"]
 
 
 class Retrieval(NamedTuple):
@@ -126,41 +126,55 @@ def real_motion_gain(model: Any, sequence: str | os.PathLike, *, n_points: int =
     return {"sequence": str(sequence), "own": own, "static": static, "gain": 1.0 - own / static}
 
 
-def evaluate_latent(checkpoint: str | os.PathLike, data: str | os.PathLike, *,
-                    reference_split: str | list = ("train", "test", "test_new_motion"),
-                    query_split: str = "test_new_individual", stride: int = 4, max_pairs: int = 12,
-                    n_points: int = 2000, real: str | os.PathLike | None = None,
-                    progress: bool = False) -> dict[str, Any]:
+def evaluate_latent(checkpoint: str | os.PathLike, data: str | os.PathLike, **kwargs: Any) -> dict[str, Any]:
     """The latent-space figures of a generative checkpoint (the ``python -m toolkit eval oflow-latent`` command).
 
+    Loads the checkpoint and returns :func:`latent_figures` (same keyword arguments) plus ``checkpoint``.
+    """
+    from toolkit.oflow.checkpoint import load_oflow
+
+    start_time = time.perf_counter()
+    loaded = load_oflow(checkpoint)
+    if int(loaded.model.config.z_dim) <= 0:
+        raise DataError(checkpoint, "not a generative model (z_dim = 0): the latent figures need motion codes")
+    result = {"checkpoint": str(checkpoint),
+              **latent_figures(loaded.model, data, train_config=loaded.meta.get("train_config") or {}, **kwargs)}
+    result["seconds"] = round(time.perf_counter() - start_time, 1)
+    return result
+
+
+def latent_figures(model: Any, data: str | os.PathLike, *, train_config: dict | None = None,
+                   reference_split: str | Sequence[str] = ("train", "val", "test", "test_new_motion"),
+                   query_split: str = "test_new_individual", stride: int = 4, max_pairs: int = 12,
+                   n_points: int = 2000, real: str | os.PathLike | None = None,
+                   progress: bool = False) -> dict[str, Any]:
+    """How much a generative model's motion code carries the motion (see the module docstring).
+
     Args:
-        checkpoint: a generative (VAE) checkpoint.
+        model: a generative (VAE) model.
         data: a synthetic dataset root (``write_body_dataset``: the transfer answers need ``body.json``).
+        train_config: the model's training settings (input points and noise; default 1000 points, no noise).
         reference_split, query_split: windows whose codes are looked up, and those that look up (held-out
-            identities). Transfer pairs carry a query window's motion (a person the model never saw) onto
-            the body of a reference identity.
+            identities). Transfer pairs carry a query window's motion (a person the reference never shows)
+            onto the body of a reference identity.
         stride: step between the windows taken from each sequence.
-        max_pairs: transfer pairs scored (evenly spread over all ordered pairs of query sequences).
+        max_pairs: transfer pairs scored (evenly spread over all query-window / reference-body pairs).
         real: optional real sequence folder for :func:`real_motion_gain`.
     Returns:
         A JSON-ready dict: ``transfer_error_ratio``, ``transfer_vs_own``, ``retrieval_accuracy``, ``chance``,
         ``pairs``, per-pair rows, the retrieval confusion and, with ``real``, ``real_gain``.
     """
-    from toolkit.oflow.checkpoint import load_oflow
     from toolkit.oflow.train import _split_arg
 
-    start_time = time.perf_counter()
-    loaded = load_oflow(checkpoint)
-    model = loaded.model.eval()
-    if int(model.config.z_dim) <= 0:
-        raise DataError(checkpoint, "not a generative model (z_dim = 0): the latent figures need motion codes")
-    tc = loaded.meta.get("train_config") or {}
+    model = model.eval()
+    tc = train_config or {}
     kw = {"eval": True, "occupancy": False, "length": model.config.seq_len, "stride": int(stride),
           "n_input_points": int(tc.get("n_input_points", 1000)), "input_noise": float(tc.get("input_noise", 0.0)),
           "seed": int(tc.get("seed", 0))}
     root = Path(data)
-    reference = SequenceDataset(root, split=_split_arg(root, list(reference_split) if not isinstance(
-        reference_split, str) else reference_split), **kw)
+    splits = [reference_split] if isinstance(reference_split, str) else list(reference_split)
+    present = [s for s in splits if any(root.glob(f"**/{s}.lst"))]
+    reference = SequenceDataset(root, split=_split_arg(root, present), **kw)
     query = SequenceDataset(root, split=query_split, **kw)
     ref_table = encode_latent_table(model, reference, progress=progress)
     qry_table = encode_latent_table(model, query, progress=progress)
@@ -182,7 +196,7 @@ def evaluate_latent(checkpoint: str | os.PathLike, data: str | os.PathLike, *,
     confusion = {t: {p: sum(1 for a, b in zip(retrieval.truth, retrieval.predicted) if a == t and b == p)
                      for p in motions} for t in motions}
     result = {
-        "checkpoint": str(checkpoint), "data": str(root), "query_split": query_split,
+        "data": str(root), "query_split": query_split,
         "transfer_error_ratio": mean["transfer"] / mean["static"], "transfer_vs_own": mean["transfer"] / mean["own"],
         "retrieval_accuracy": retrieval.accuracy, "chance": retrieval.chance, "pairs": len(rows),
         "query_windows": len(qry_table), "reference_windows": len(ref_table),
@@ -193,5 +207,4 @@ def evaluate_latent(checkpoint: str | os.PathLike, data: str | os.PathLike, *,
         result["real"] = real_motion_gain(model, real, n_input_points=kw["n_input_points"],
                                           input_noise=kw["input_noise"])
         result["real_gain"] = result["real"]["gain"]
-    result["seconds"] = round(time.perf_counter() - start_time, 1)
     return result
