@@ -9,12 +9,13 @@ import torch
 from torch import nn
 
 from tests.oflow.conftest import analytic_model, codes
+from tests.oflow.test_train import _config as train_config
 from toolkit.io import DataError
 from toolkit.oflow._sphere import sphere_batch, write_moving_sphere_dataset
 from toolkit.oflow.data import NEAR_DIR, SequenceDataset, pack_sequence, read_points_frame
 from toolkit.oflow.losses import compute_losses, correspondence_frames, correspondence_loss, velocity_loss
 from toolkit.oflow.model import build_model
-from toolkit.oflow.train import OFlowTrainConfig, train
+from toolkit.oflow.train import train
 
 
 @pytest.fixture(scope="module")
@@ -24,11 +25,8 @@ def sphere_root(tmp_path_factory):
 
 
 def _config(root, out, **kw):
-    base = {"data_root": str(root), "model_preset": "tiny", "ode": "rk4", "ode_overrides": {"step_size": 0.25},
-            "length": 5, "n_input_points": 64, "n_points": 128, "n_points_t": 128, "n_corr_points": 32,
-            "n_eval_points": 512, "val_max_windows": 2, "batch_size": 4, "lr": 3e-3, "max_steps": 8,
-            "log_every": 2, "val_every": 4, "ckpt_every": 4, "out_dir": str(out), "seed": 0}
-    return OFlowTrainConfig(**{**base, **kw})
+    """test_train's tiny setting, 8 steps."""
+    return train_config(root, out, **{"max_steps": 8, "log_every": 2, "val_every": 4, "ckpt_every": 4, **kw})
 
 
 # --- data -------------------------------------------------------------------------------------------
