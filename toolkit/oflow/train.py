@@ -385,7 +385,8 @@ def train(config: OFlowTrainConfig, *, callbacks: Sequence[Callback] = (), resum
         windows = _spread(len(val_set), config.val_max_windows)
 
         def val_fn(m):
-            final = bool(trainer_ref) and trainer_ref[0].step >= config.max_steps
+            # the last validation scores every frame, except in the shape stage, whose flow is untrained
+            final = bool(trainer_ref) and trainer_ref[0].step >= config.max_steps and config.stage != "shape"
             return validation_metrics(m.oflow, val_set, windows, threshold=config.iou_threshold,
                                       frames="all" if final else config.val_frames)
     tcfg = trainer_config(config, batch_size=min(config.batch_size, len(train_set)), out_dir=str(run_dir),
