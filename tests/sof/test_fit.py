@@ -23,7 +23,9 @@ SHIPPED = DATA_DIR / "sof_synthetic.pt"
 @pytest.fixture(scope="module")
 def real_fit(shared_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("fit") / "out"
-    report = fit_masks(SHIPPED, shared_data / "celebamask_hq_masks", out, overrides=["max_steps=3"], progress=False)
+    # the packaged schedule in miniature: codes, pose and alignment for 2 steps, then the networks too
+    report = fit_masks(SHIPPED, shared_data / "celebamask_hq_masks", out, overrides=["max_steps=4", "unfreeze_at=2"],
+                       progress=False)
     return out, report
 
 
@@ -36,9 +38,10 @@ def test_the_fit_config_has_no_depth_supervision():
 def test_fit_real_masks_with_the_full_settings_config(real_fit):
     out, report = real_fit
     assert json.loads((out / "fit.json").read_text()) == report
-    assert sorted(report["masks"]) == ["0", "1"] and report["steps"] == 3
+    assert sorted(report["masks"]) == ["0", "1"] and report["steps"] == 4 and report["networks_tuned_from"] == 2
     for stem, m in report["masks"].items():
         assert 0.0 <= m["miou_foreground"] <= 1.0 and 0.0 <= m["pixel_accuracy"] <= 1.0
+        assert 0.0 <= m["miou_foreground_codes_only"] <= 1.0
         assert {"skin", "hair", "l_eye", "r_eye", "u_lip"} <= set(m["per_class_iou"])
         assert set(m["alignment"]) == {"yaw", "pitch", "log_scale", "shift_x", "shift_y", "roll"}
         for rel in m["renders"]:
@@ -50,6 +53,9 @@ def test_fit_real_masks_with_the_full_settings_config(real_fit):
     fitted = load_sof(out / "fit.pt")
     torch.testing.assert_close(fitted.model.latent_codes.weight, torch.from_numpy(codes["codes"]))
     assert fitted.cameras is not None and fitted.cameras.similarity.shape == (2, 4)
+    base = load_sof(SHIPPED).model.state_dict()
+    tuned = [k for k, w in fitted.model.state_dict().items() if k != "latent_codes.weight" and not torch.equal(w, base[k])]
+    assert tuned and all(k.startswith(("hypernets", "marcher", "classifier")) for k in tuned), tuned[:5]
     assert not any(p.name.startswith(".") for p in out.parent.iterdir())  # no partial folder left
 
 

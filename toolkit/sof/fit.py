@@ -3,14 +3,18 @@
 :func:`fit_masks` is the ``python -m toolkit fit sof CHECKPOINT MASKS_DIR OUT`` command and notebook 02's
 real-mask section. Masks are CelebAMask-HQ label PNGs (converted with
 :func:`toolkit.sof.data.convert_celebamask`) or a SOF-format dataset of single views. Codes, pose and a
-2D alignment (:mod:`toolkit.sof.alignment`) are fitted with the networks frozen (packaged config
-``fit_masks``), then every mask is scored on its fitted view and rendered from new yaws.
+2D alignment (:mod:`toolkit.sof.alignment`) are fitted with the networks frozen; with ``unfreeze_at``
+(packaged config ``fit_masks``: the last 100 of 300 steps) the networks are then tuned to the masks at a
+low rate (the original's ``steps_til_reset``), and the codes-only score is kept beside the final one.
+Every mask is scored on its fitted view and rendered from new yaws.
 
 Outputs in ``OUT`` (written beside, then moved in place, so an interrupted run leaves no partial folder):
 
 - ``fit.json``: ``{"masks": {"<file stem>": {"miou_foreground", "miou", "pixel_accuracy",
-  "per_class_iou", "alignment", "renders"}}, "miou_foreground_mean", "seconds", ...}``;
-- ``fit.pt``: the fitted codes and camera corrections, loadable with :func:`toolkit.sof.train.load_sof`;
+  "per_class_iou", "alignment", "renders", "miou_foreground_codes_only"}}, "miou_foreground_mean",
+  "networks_tuned_from", "seconds", ...}`` (``..._codes_only``: the fitted view before the networks were
+  tuned, only when they were);
+- ``fit.pt``: the fitted codes, camera corrections and (tuned) networks, loadable with :func:`toolkit.sof.train.load_sof`;
 - ``codes.npz``: ``names``, ``codes`` (P, L), ``cam2world`` (P, 4, 4) and ``intrinsics`` (P, 3, 3) of
   the fitted views at ``render_size``;
 - ``renders/<stem>_{mask,fitted,yaw-30,yaw+30}.png`` (palette colours), ``renders/<stem>_fitted_ids.png``
@@ -89,10 +93,16 @@ def _fit_into(work: Path, base, checkpoint, masks: Path, config, overrides, rend
     cfg_dict = load_config_dict("sof", config, [*overrides, f"checkpoint={checkpoint}", f"data_root={data_root}",
                                                 f"out_dir={work / 'run'}"])
     cfg = from_dict(SofTrainConfig, cfg_dict, f"sof config {config}")
-    fitted = fit_codes(cfg, progress=progress)
+    codes_only = {}
+    if cfg.unfreeze_at is not None and cfg.unfreeze_at < cfg.max_steps:
+        # score the codes-only fit before the networks are tuned to these masks, then go on exactly
+        early = fit_codes(cfg, progress=progress, stop_at=cfg.unfreeze_at)
+        codes_only = _fitted_view_miou(load_sof(early.checkpoint), data_root, early.split.instances, render_size)
+    fitted = fit_codes(cfg, progress=progress, resume=bool(codes_only))
     loaded = load_sof(fitted.checkpoint)
     report = {"checkpoint": str(checkpoint), "masks_dir": str(masks), "config": str(config),
-              "steps": cfg.max_steps, "render_size": render_size, "masks": {}}
+              "steps": cfg.max_steps, "networks_tuned_from": cfg.unfreeze_at if codes_only else None,
+              "render_size": render_size, "masks": {}}
     names = fitted.split.instances
     renders, arrays = work / "renders", _fitted_arrays(loaded, data_root, names, render_size)
     label_names = get_label_set(base.meta.get("label_set", "sof20")).names
@@ -104,6 +114,7 @@ def _fit_into(work: Path, base, checkpoint, masks: Path, config, overrides, rend
         files = _write_renders(renders, stem, gt, views)
         report["masks"][stem] = {
             "miou_foreground": _finite(score.dataset_miou_no_bg), "miou": _finite(score.dataset_miou),
+            **({"miou_foreground_codes_only": codes_only[name]} if codes_only else {}),
             "pixel_accuracy": float((views["fitted"] == gt).mean()),
             "per_class_iou": {label_names[c]: float(v) for c, v in enumerate(score.per_class_iou)
                               if np.isfinite(v) and (gt == c).any()},
@@ -139,6 +150,17 @@ def _prepare_masks(masks: Path, converted: Path, size: int) -> tuple[Path, dict[
     return converted, {folder.name: stem for folder, stem in zip(written, stems)}
 
 
+def _fitted_view_miou(loaded, root: Path, names: list[str], size: int) -> dict[str, float | None]:
+    """Foreground mIoU of every portrait's fitted view."""
+    arrays = _fitted_arrays(loaded, root, names, size)
+    scores = {}
+    for i, name in enumerate(names):
+        fitted = _render_views(loaded, i, arrays["cam2world"][i], arrays["intrinsics"][i], size, novel=False)["fitted"]
+        scores[name] = _finite(segmentation_miou(fitted, arrays["truth"][i], loaded.model.config.num_classes)
+                               .dataset_miou_no_bg)
+    return scores
+
+
 def _fitted_arrays(loaded, root: Path, names: list[str], size: int) -> dict:
     """Fitted view 0 of every portrait: codes, corrected cameras at ``size``, ground truth, alignment."""
     data = read_dataset(root)
@@ -161,12 +183,13 @@ def _fitted_arrays(loaded, root: Path, names: list[str], size: int) -> dict:
 
 
 @torch.no_grad()
-def _render_views(loaded, index: int, cam2world: np.ndarray, K: np.ndarray, size: int) -> dict[str, np.ndarray]:
-    """The fitted view and :data:`NOVEL_YAWS` views (turned about the portrait's orbit target)."""
+def _render_views(loaded, index: int, cam2world: np.ndarray, K: np.ndarray, size: int, *,
+                  novel: bool = True) -> dict[str, np.ndarray]:
+    """The fitted view and (``novel``) :data:`NOVEL_YAWS` views (turned about the portrait's orbit target)."""
     model = loaded.model.eval()
     cam = torch.tensor(cam2world, dtype=torch.float32)[None]
     target = loaded.cameras.targets[index][None] if loaded.cameras is not None else _target(cam)
-    yaws = {"fitted": 0.0, **{f"yaw{math.degrees(y):+.0f}": y for y in NOVEL_YAWS}}
+    yaws = {"fitted": 0.0, **({f"yaw{math.degrees(y):+.0f}": y for y in NOVEL_YAWS} if novel else {})}
     cams = torch.cat([orbit(cam, target, torch.tensor([y]), torch.zeros(1)) for y in yaws.values()])
     z = model.latent_codes.weight[index][None].expand(len(yaws), -1)
     out = model.render(z, cams, torch.tensor(K, dtype=torch.float32).expand(len(yaws), 3, 3), size, size)
