@@ -143,15 +143,7 @@ def test_peak_memory_sees_a_large_allocation():
     with S.PeakMemory() as mem:
         block = np.ones(40_000_000, dtype=np.float32)  # 160 MB, touched
         block[::1024] += 1
-        time.sleep(0.05)  # alive for several sampling intervals: seen even where the kernel mark is refused
+        time.sleep(0.05)  # alive for several 5 ms sampling intervals (freed at once, it can fall between two)
         del block
     assert 120e6 < mem.peak < 400e6
 
-
-def test_peak_memory_sees_a_short_lived_allocation_between_samples():
-    if not S._reset_peak_rss():
-        pytest.skip("this kernel refuses resetting the peak-RSS mark (/proc/self/clear_refs)")
-    with S.PeakMemory(interval=60.0) as mem:  # the sampling thread never wakes: only the kernel mark sees it
-        block = np.ones(40_000_000, dtype=np.float32)
-        del block
-    assert 120e6 < mem.peak < 400e6

@@ -275,12 +275,10 @@ def label_histogram(mesh: Mesh, label_set: str = "sof20") -> dict[str, int]:
 class PeakMemory:
     """Context manager measuring the peak resident memory (RSS) of this process above its start level.
 
-    On Linux the kernel's high-water mark is reset on entry (``/proc/self/clear_refs``) and read on exit
-    (``VmHWM``), so even an allocation freed within microseconds counts (tensors allocated by torch are
-    invisible to tracemalloc, so RSS is what counts). A background thread also samples the RSS every
-    ``interval`` seconds: that is the measure where the reset is refused. Without /proc it falls back to
-    ``resource.getrusage`` (ru_maxrss, a process-lifetime maximum: only growth beyond earlier peaks is
-    seen). ``peak`` is in bytes.
+    A background thread samples ``/proc/self/statm`` every ``interval`` seconds (tensors allocated by
+    torch are invisible to tracemalloc, so RSS is what counts). Where /proc is unavailable it falls back
+    to ``resource.getrusage`` (ru_maxrss, a process-lifetime maximum: only growth beyond earlier peaks
+    is seen). ``peak`` is in bytes.
     """
 
     def __init__(self, interval: float = 0.005):
@@ -292,7 +290,6 @@ class PeakMemory:
     def __enter__(self) -> Self:
         self._start = _rss_bytes()
         self._max = self._start
-        self._kernel_peak = _reset_peak_rss()
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -302,34 +299,11 @@ class PeakMemory:
         self._stop.set()
         self._thread.join()
         self._max = max(self._max, _rss_bytes())
-        if self._kernel_peak:
-            self._max = max(self._max, _peak_rss_bytes())
         self.peak = max(0, self._max - self._start)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             self._max = max(self._max, _rss_bytes())
-
-
-def _reset_peak_rss() -> bool:
-    """Reset the kernel's peak-RSS mark of this process (Linux >= 4.0); False where that is refused."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return _peak_rss_bytes() > 0
-    except OSError:
-        return False
-
-
-def _peak_rss_bytes() -> int:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024  # kB
-    except (OSError, ValueError):
-        pass
-    return 0
 
 
 def _rss_bytes() -> int:
