@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import mmap
 import time
 
 import numpy as np
@@ -140,10 +141,12 @@ def test_resolution_must_be_a_power_of_two_refinement():
 
 
 def test_peak_memory_sees_a_large_allocation():
+    # Fresh anonymous pages: a numpy block may reuse pages the allocator kept resident from an earlier
+    # test in the same worker, and then RSS does not grow at all.
     with S.PeakMemory() as mem:
-        block = np.ones(40_000_000, dtype=np.float32)  # 160 MB, touched
-        block[::1024] += 1
+        block = mmap.mmap(-1, 160_000_000)
+        np.frombuffer(block, dtype=np.uint8)[::4096] = 1  # touch every page
         time.sleep(0.05)  # alive for several 5 ms sampling intervals (freed at once, it can fall between two)
-        del block
+        block.close()
     assert 120e6 < mem.peak < 400e6
 
