@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
-from toolkit.notebooks import find_notebook, list_notebooks, run_notebook
+from toolkit.notebooks import find_notebook, list_notebooks, notebook_lane, run_notebook, run_notebooks
 
 NOTEBOOKS = list_notebooks()
 
@@ -38,3 +39,40 @@ def test_find_notebook_by_number_and_errors():
     assert find_notebook(NOTEBOOKS[0].name[:2]) == NOTEBOOKS[0]
     with pytest.raises(ValueError, match="available"):
         find_notebook("99_nope")
+
+
+def _tiny_notebook(path, lane, code):
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("QUICK = False", metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell(code)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["toolkit"] = {"lane": lane}
+    nbformat.write(nb, path)
+
+
+def test_lanes_run_side_by_side_and_a_failure_stops_nothing(tmp_path, capfd):
+    # Lane "a": 01 fails, 03 still runs after it; lane "b" (02) runs beside them, in a kernel of its own.
+    # Each notebook appends its number and the OMP_NUM_THREADS its kernel saw to a shared log.
+    folder, log = tmp_path / "nbs", tmp_path / "log.txt"
+    folder.mkdir()
+    record = f"import os; open({str(log)!r}, 'a').write('{{}} ' + os.environ['OMP_NUM_THREADS'] + '\\n')"
+    _tiny_notebook(folder / "01_first.ipynb", "a", record.format("01") + "\nraise RuntimeError('boom')")
+    _tiny_notebook(folder / "02_other.ipynb", "b", record.format("02"))
+    _tiny_notebook(folder / "03_third.ipynb", "a", record.format("03"))
+    runs = run_notebooks(tmp_path / "out", directory=folder, jobs=2)
+    assert [r.notebook.name[:2] for r in runs] == ["01", "02", "03"]
+    assert "RuntimeError: boom" in runs[0].error and runs[1].error is None and runs[2].error is None
+    assert all(r.output.is_file() for r in runs)
+    lines = sorted(log.read_text().split("\n")[:-1])
+    expected_threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // 2))
+    assert lines == [f"{n} {expected_threads}" for n in ("01", "02", "03")]
+    printed = capfd.readouterr().out  # the lanes' worker processes print to the same stdout
+    assert "[1/3] 01_first.ipynb FAILED at cell" in printed and "[3/3] 03_third.ipynb done in" in printed
+    assert notebook_lane(folder / "02_other.ipynb") == "b"
+
+
+def test_workflow_lanes_are_sof_then_oflow():
+    lanes = [notebook_lane(p) for p in NOTEBOOKS]
+    assert lanes == sorted(lanes, key=lambda lane: lane != "sof") and set(lanes) == {"sof", "oflow"}

@@ -70,8 +70,13 @@ class NotebookRun(NamedTuple):
 
 
 def run_notebooks(out_dir: str | os.PathLike, *, quick: bool = False, full: bool = False,
-                  only: str | None = None, progress: bool = True) -> list[NotebookRun]:
-    """Run every notebook (or one) in order; a failing notebook is reported and the next one still runs.
+                  only: str | None = None, progress: bool = True, jobs: int | None = None,
+                  directory: str | os.PathLike | None = None) -> list[NotebookRun]:
+    """Run every notebook (or one); a failing notebook is reported and the next one still runs.
+
+    Notebooks run in order within their lane (``metadata.toolkit.lane``: ``sof`` for 01-07, ``oflow`` for
+    08-12, which share no outputs); the lanes run side by side, ``jobs`` at a time, each kernel with
+    ``cpus // jobs`` threads unless ``OMP_NUM_THREADS`` is set.
 
     Args:
         out_dir: where the executed notebooks go.
@@ -79,31 +84,66 @@ def run_notebooks(out_dir: str | os.PathLike, *, quick: bool = False, full: bool
         full: ``FULL=True``: notebooks that train retrain their full schedules instead of starting from the
             shipped checkpoints (hours on a CPU).
         only: one notebook by name or number.
-        progress: a line per notebook (which, how far, elapsed) and a per-cell bar.
+        progress: a line per notebook when it starts and ends (which, how far, elapsed); with one job also a
+            per-cell bar.
+        jobs: lanes at once; default: as many as there are lanes and CPUs.
+        directory: the notebook folder (default: the repository's ``notebooks/``).
     Returns:
-        One :class:`NotebookRun` per notebook; check ``error``.
+        One :class:`NotebookRun` per notebook, in notebook order; check ``error``.
     """
+    notebooks = [find_notebook(only, directory)] if only else list_notebooks(directory)
+    lanes: dict[str, list[tuple[int, Path]]] = {}
+    for i, nb in enumerate(notebooks, 1):
+        lanes.setdefault(notebook_lane(nb), []).append((i, nb))
+    jobs = max(1, min(jobs or os.cpu_count() or 1, len(lanes)))
+    threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // jobs))
+    options = dict(out_dir=out_dir, quick=quick, full=full, total=len(notebooks), begin=time.time(),
+                   progress=progress, cell_bar=progress and jobs == 1, threads=threads)
+    if jobs == 1:
+        runs = [run for lane in lanes.values() for run in _run_lane(lane, **options)]
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        # spawn: a fresh interpreter per lane (no forked threads or locks of the caller's)
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [pool.submit(_run_lane, lane, **options) for lane in lanes.values()]
+            runs = [run for f in futures for run in f.result()]
+    order = {nb: i for i, nb in enumerate(notebooks)}
+    return sorted(runs, key=lambda r: order[r.notebook])
+
+
+def notebook_lane(path: str | os.PathLike) -> str:
+    """The notebook's lane (``metadata.toolkit.lane``); notebooks without one share the lane ``main``."""
+    import json
+
+    return json.loads(Path(path).read_text()).get("metadata", {}).get("toolkit", {}).get("lane", "main")
+
+
+def _run_lane(lane: list[tuple[int, Path]], *, out_dir, quick: bool, full: bool, total: int, begin: float,
+              progress: bool, cell_bar: bool, threads: str) -> list[NotebookRun]:
+    """Run one lane's notebooks in order (in a worker process when lanes run side by side)."""
     from papermill.exceptions import PapermillExecutionError
 
-    notebooks = [find_notebook(only)] if only else list_notebooks()
     results: list[NotebookRun] = []
-    begin = time.perf_counter()
-    for i, nb in enumerate(notebooks, 1):
-        start = time.perf_counter()
+    for i, nb in lane:
+        start = time.time()
         if progress:
-            print(f"[{i}/{len(notebooks)}] {nb.name} (QUICK={quick}, FULL={full}) started at "
-                  f"{_clock(start - begin)} ...", flush=True)
+            print(f"[{i}/{total}] {nb.name} (QUICK={quick}, FULL={full}) started at {_clock(start - begin)} ...",
+                  flush=True)
         error = None
         try:
-            out = run_notebook(nb, out_dir, quick=quick, parameters={"FULL": True} if full and _declares(nb, "FULL") else {},
-                               progress={"desc": nb.stem[:24], "leave": False} if progress else False)
+            with _environment(OMP_NUM_THREADS=threads):  # inherited by the kernel
+                out = run_notebook(nb, out_dir, quick=quick,
+                                   parameters={"FULL": True} if full and _declares(nb, "FULL") else {},
+                                   progress={"desc": nb.stem[:24], "leave": False} if cell_bar else False)
         except PapermillExecutionError as exc:
             out = Path(out_dir).resolve() / nb.name
             error = f"cell {exc.cell_index} (In [{exc.exec_count}]): {exc.ename}: {_first_line(exc.evalue)}"
-        seconds = time.perf_counter() - start
+        seconds = time.time() - start
         if progress:
             status = "done" if error is None else f"FAILED at {error}"
-            print(f"[{i}/{len(notebooks)}] {nb.name} {status} in {_clock(seconds)} (total {_clock(time.perf_counter() - begin)})"
+            print(f"[{i}/{total}] {nb.name} {status} in {_clock(seconds)} (elapsed {_clock(time.time() - begin)})"
                   f" -> {out}", flush=True)
         results.append(NotebookRun(nb, out, seconds, error))
     return results
