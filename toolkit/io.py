@@ -4,7 +4,7 @@ Every reader raises :class:`DataError` naming the file and what is wrong; every 
 :func:`atomic_write`, so an interrupted run never leaves a half-written file behind, and a failed write
 (full disk, read-only folder) raises :class:`OutputError` naming the file. Outputs made of many files
 (a dataset, a sequence's ``points_seq``) are written into a sibling folder by :func:`staged_folder` and
-appear at once. Temporary files carry their writer's process id, so the ones a killed process left
+appear at once, after one flush of all their files (not one ``fsync`` per file). Temporary files carry their writer's process id, so the ones a killed process left
 behind are removed by the next writer of the same file (:func:`remove_stale_temps`).
 """
 from __future__ import annotations
@@ -15,6 +15,7 @@ import os
 import re
 import secrets
 import shutil
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -71,7 +72,8 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator:
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
-            os.fsync(f.fileno())
+            if not _in_staging(path):  # a staged folder is synced once, when it is published
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as exc:
         if tmp is not None:
@@ -137,14 +139,35 @@ def staged_folder(out: str | os.PathLike, *, overwrite: bool = False,
         work.mkdir()
     except OSError as exc:
         raise output_error(out, exc) from exc
+    with _STAGING_LOCK:
+        _STAGING.add(work.resolve())
     try:
         yield work
+        if hasattr(os, "sync"):
+            os.sync()  # the files' data reaches the disk before the folder appears (one flush, not one per file)
         _publish(work, out, overwrite, owned, what)
     except BaseException as exc:
         shutil.rmtree(work, ignore_errors=True)
         if _is_write_failure(exc):
             raise output_error(out, exc) from exc
         raise
+    finally:
+        with _STAGING_LOCK:
+            _STAGING.discard(work.resolve())
+
+
+_STAGING: set[Path] = set()  # staging folders being written in this process
+_STAGING_LOCK = threading.Lock()
+
+
+def _in_staging(path: Path) -> bool:
+    if not hasattr(os, "sync"):  # no system-wide flush at publication: sync every file
+        return False
+    with _STAGING_LOCK:
+        if not _STAGING:
+            return False
+        staging = set(_STAGING)
+    return any(parent in staging for parent in path.resolve().parents)
 
 
 def _is_nonempty_dir(path: Path) -> bool:
