@@ -76,3 +76,13 @@ def test_lanes_run_side_by_side_and_a_failure_stops_nothing(tmp_path, capfd):
 def test_workflow_lanes_are_sof_then_oflow():
     lanes = [notebook_lane(p) for p in NOTEBOOKS]
     assert lanes == sorted(lanes, key=lambda lane: lane != "sof") and set(lanes) == {"sof", "oflow"}
+
+
+def test_a_notebook_whose_kernel_dies_is_reported_and_the_lane_goes_on(tmp_path):
+    folder = tmp_path / "nbs"
+    folder.mkdir()
+    _tiny_notebook(folder / "01_dies.ipynb", "a", "import os; os._exit(1)")
+    _tiny_notebook(folder / "02_next.ipynb", "a", "x = 1")
+    runs = run_notebooks(tmp_path / "out", directory=folder, jobs=1, progress=False)
+    assert runs[0].error == "DeadKernelError: Kernel died"
+    assert runs[1].error is None and runs[1].output.is_file()

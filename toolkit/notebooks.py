@@ -123,6 +123,7 @@ def notebook_lane(path: str | os.PathLike) -> str:
 def _run_lane(lane: list[tuple[int, Path]], *, out_dir, quick: bool, full: bool, total: int, begin: float,
               progress: bool, cell_bar: bool, threads: str) -> list[NotebookRun]:
     """Run one lane's notebooks in order (in a worker process when lanes run side by side)."""
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
     from papermill.exceptions import PapermillExecutionError
 
     results: list[NotebookRun] = []
@@ -140,6 +141,10 @@ def _run_lane(lane: list[tuple[int, Path]], *, out_dir, quick: bool, full: bool,
         except PapermillExecutionError as exc:
             out = Path(out_dir).resolve() / nb.name
             error = f"cell {exc.cell_index} (In [{exc.exec_count}]): {exc.ename}: {_first_line(exc.evalue)}"
+        except (DeadKernelError, CellTimeoutError, RuntimeError, OSError) as exc:  # the kernel died, hung or
+            # could not start: this notebook fails, the others run
+            out = Path(out_dir).resolve() / nb.name
+            error = f"{type(exc).__name__}: {_first_line(exc)}"
         seconds = time.time() - start
         if progress:
             status = "done" if error is None else f"FAILED at {error}"
