@@ -141,8 +141,7 @@ def _run_lane(lane: list[tuple[int, Path]], *, out_dir, quick: bool, full: bool,
         except PapermillExecutionError as exc:
             out = Path(out_dir).resolve() / nb.name
             error = f"cell {exc.cell_index} (In [{exc.exec_count}]): {exc.ename}: {_first_line(exc.evalue)}"
-        except (DeadKernelError, CellTimeoutError, RuntimeError, OSError) as exc:  # the kernel died, hung or
-            # could not start: this notebook fails, the others run
+        except (DeadKernelError, CellTimeoutError, RuntimeError, OSError) as exc:  # kernel died, hung, no start
             out = Path(out_dir).resolve() / nb.name
             error = f"{type(exc).__name__}: {_first_line(exc)}"
         seconds = time.time() - start
