@@ -4,8 +4,9 @@ Every reader raises :class:`DataError` naming the file and what is wrong; every 
 :func:`atomic_write`, so an interrupted run never leaves a half-written file behind, and a failed write
 (full disk, read-only folder) raises :class:`OutputError` naming the file. Outputs made of many files
 (a dataset, a sequence's ``points_seq``) are written into a sibling folder by :func:`staged_folder` and
-appear at once, after one flush of all their files (not one ``fsync`` per file). Temporary files carry their writer's process id, so the ones a killed process left
-behind are removed by the next writer of the same file (:func:`remove_stale_temps`).
+appear at once, after one flush of all their files (not one ``fsync`` per file). Temporary files carry
+their writer's process id, so the ones a killed process left behind are removed by the next writer of
+the same file (:func:`remove_stale_temps`).
 """
 from __future__ import annotations
 
