@@ -36,6 +36,7 @@ from toolkit.training.checkpoints import model_state
 __all__ = [
     "DECODERS",
     "PRESETS",
+    "TEMPORAL_INPUTS",
     "CBatchNorm1d",
     "CResnetBlockConv1d",
     "Codes",
@@ -167,8 +168,23 @@ def _pool_concat(net: Tensor) -> Tensor:
     return torch.cat([net, pooled], dim=2)
 
 
-def _flatten_trajectories(x: Tensor) -> Tensor:
-    """(B, L, N, D) -> (B, N, L*D), frame-major per point: [x0, y0, z0, x1, y1, z1, ...]."""
+TEMPORAL_INPUTS = ("positions", "displacements")
+"""What the temporal encoders read per point (``OFlowConfig.temporal_input``)."""
+
+DISPLACEMENT_SCALE = 10.0
+"""Factor on the displacements of ``temporal_input="displacements"``: a window's motion is a few hundredths
+of the unit box, so unscaled it would be a small perturbation of the positions."""
+
+
+def _flatten_trajectories(x: Tensor, temporal_input: str = "positions") -> Tensor:
+    """(B, L, N, D) -> (B, N, L*D), frame-major per point: [x0, y0, z0, x1, y1, z1, ...].
+
+    With ``temporal_input="displacements"`` the frames after the first are replaced by
+    ``DISPLACEMENT_SCALE * (x_i - x_0)``: the same information (an invertible linear map), but the
+    motion is no longer a small perturbation of the position, which the first layer learns far faster.
+    """
+    if temporal_input == "displacements":
+        x = torch.cat([x[:, :1], DISPLACEMENT_SCALE * (x[:, 1:] - x[:, :1])], dim=1)
     b, l, n, d = x.shape
     return x.transpose(1, 2).reshape(b, n, l * d)
 
@@ -208,16 +224,19 @@ class ResnetPointnet(nn.Module):
 class TemporalResnetPointnet(ResnetPointnet):
     """ResnetPointnet over point trajectories: each point's L positions are concatenated (dim = 3L).
 
-    Needs corresponding points across frames. Shapes: ``(B, L, N, 3) -> (B, c_dim)``.
+    Needs corresponding points across frames. ``temporal_input``: see :func:`_flatten_trajectories`.
+    Shapes: ``(B, L, N, 3) -> (B, c_dim)``.
     """
 
     def __init__(
-        self, c_dim: int = 128, dim: int = 3, seq_len: int = 17, hidden: int = 128, n_blocks: int = 5
+        self, c_dim: int = 128, dim: int = 3, seq_len: int = 17, hidden: int = 128, n_blocks: int = 5,
+        temporal_input: str = "positions",
     ):
         super().__init__(c_dim=c_dim, dim=dim * seq_len, hidden=hidden, n_blocks=n_blocks)
+        self.temporal_input = temporal_input
 
     def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
-        return super().forward(_flatten_trajectories(x))
+        return super().forward(_flatten_trajectories(x, self.temporal_input))
 
 
 class LatentPointnet(nn.Module):
@@ -247,15 +266,20 @@ class LatentPointnet(nn.Module):
 
 
 class TemporalLatentPointnet(LatentPointnet):
-    """LatentPointnet over L-frame trajectories (dim = 3L). Shapes: ``(B, L, N, 3) -> (mean, logstd)``."""
+    """LatentPointnet over L-frame trajectories (dim = 3L; ``temporal_input``: see :func:`_flatten_trajectories`).
+
+    Shapes: ``(B, L, N, 3) -> (mean, logstd)``.
+    """
 
     def __init__(
-        self, z_dim: int = 128, dim: int = 3, seq_len: int = 17, hidden: int = 128, n_blocks: int = 3
+        self, z_dim: int = 128, dim: int = 3, seq_len: int = 17, hidden: int = 128, n_blocks: int = 3,
+        temporal_input: str = "positions",
     ):
         super().__init__(z_dim=z_dim, dim=dim * seq_len, hidden=hidden, n_blocks=n_blocks)
+        self.temporal_input = temporal_input
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[override]
-        return super().forward(_flatten_trajectories(x))
+        return super().forward(_flatten_trajectories(x, self.temporal_input))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -423,6 +447,9 @@ class OFlowConfig:
     """velocity-field width"""
     vf_blocks: int = 5
     """velocity-field residual blocks"""
+    temporal_input: str = "positions"
+    """what the temporal encoders read per point: "positions" (the original) or "displacements" (frame 0,
+    then the scaled displacement from it; same weights' shapes, much faster to learn motion codes)"""
     ode: ODEOptions = field(default_factory=ODEOptions)
     """default transport settings; every transport call can override them by keyword"""
 
@@ -431,6 +458,8 @@ class OFlowConfig:
             self.ode = ODEOptions(**self.ode)
         if self.decoder not in DECODERS:
             raise ValueError(f"unknown decoder {self.decoder!r}; valid: {sorted(DECODERS)}")
+        if self.temporal_input not in TEMPORAL_INPUTS:
+            raise ValueError(f"unknown temporal_input {self.temporal_input!r}; valid: {list(TEMPORAL_INPUTS)}")
         for name in (
             "dim",
             "seq_len",
@@ -617,7 +646,7 @@ class OccupancyFlow(nn.Module):
         if cfg.z_dim > 0:
             self.encoder_latent = LatentPointnet(cfg.z_dim, cfg.dim, cfg.latent_hidden, cfg.latent_blocks)
             self.encoder_latent_temporal = TemporalLatentPointnet(
-                cfg.z_dim, cfg.dim, cfg.seq_len, cfg.latent_hidden, cfg.latent_blocks
+                cfg.z_dim, cfg.dim, cfg.seq_len, cfg.latent_hidden, cfg.latent_blocks, cfg.temporal_input
             )
         else:
             self.encoder_latent = self.encoder_latent_temporal = None
@@ -625,7 +654,8 @@ class OccupancyFlow(nn.Module):
             cfg.dim, cfg.dim, cfg.c_dim, cfg.z_dim, cfg.vf_hidden, cfg.vf_blocks
         )
         self.encoder_temporal = (
-            TemporalResnetPointnet(cfg.c_dim, cfg.dim, cfg.seq_len, cfg.encoder_hidden, cfg.encoder_blocks)
+            TemporalResnetPointnet(cfg.c_dim, cfg.dim, cfg.seq_len, cfg.encoder_hidden, cfg.encoder_blocks,
+                                   cfg.temporal_input)
             if cfg.c_dim > 0
             else None
         )

@@ -65,7 +65,7 @@ from toolkit.oflow.evaluate import (
     window_codes,
 )
 from toolkit.oflow.losses import STAGES, OFlowLosses, compute_losses
-from toolkit.oflow.model import PRESETS, OccupancyFlow, OFlowConfig, preset
+from toolkit.oflow.model import PRESETS, TEMPORAL_INPUTS, OccupancyFlow, OFlowConfig, preset
 from toolkit.oflow.ode import ODE_PRESETS, ODEOptions, ode_preset, resolve_options
 from toolkit.paths import user_path
 from toolkit.synthetic.bodies import write_body_dataset
@@ -137,6 +137,10 @@ class OFlowTrainConfig:
     """Score the correspondence loss at this many evenly spaced frames (None: every frame, the original)."""
     w_velocity: float = 1.0
     """Weight of the direct velocity loss (stage "motion")."""
+    init_logstd_z_t: float | None = None
+    """VAE only: a new run (not a resumed one) sets the bias of q(z_t)'s log-std head to this value after
+    ``init_from``, so that the motion codes start informative instead of drowned in unit sampling noise
+    (e.g. -3: std 0.05). None: keep the weights as they are."""
     val_frames: str = "all"
     """Validation during training: "all" frames (the original), or "t0" (decoding only, cheap); the last
     validation of a run always scores every frame."""
@@ -256,7 +260,7 @@ declare_checks(
                            c_dim=at_least(0), z_dim=at_least(0), encoder_hidden=at_least(1),
                            encoder_blocks=at_least(1), latent_hidden=at_least(1), latent_blocks=at_least(1),
                            decoder_hidden=at_least(1), decoder_blocks=at_least(1), vf_hidden=at_least(1),
-                           vf_blocks=at_least(1)),
+                           vf_blocks=at_least(1), temporal_input=one_of(list(TEMPORAL_INPUTS))),
     ode=one_of(sorted(ODE_PRESETS)),
     ode_overrides=nested(ODEOptions, label="ODE option", construct=False, rtol=above(0), atol=above(0),
                          step_size=above(0), num_steps=at_least(1)),
@@ -374,8 +378,12 @@ def train(config: OFlowTrainConfig, *, callbacks: Sequence[Callback] = (), resum
     with torch.random.fork_rng(devices=[]):  # the initialisation depends on the seed alone
         torch.manual_seed(config.seed)
         model = OccupancyFlow(model_cfg)
-    if config.init_from and not (resume and latest_checkpoint(run_dir)):  # a resumed run has its own weights
+    fresh = not (resume and latest_checkpoint(run_dir))  # a resumed run has its own weights
+    if config.init_from and fresh:
         _warm_start(model, config.init_from)
+    if config.init_logstd_z_t is not None and fresh and model.encoder_latent_temporal is not None:
+        with torch.no_grad():
+            model.encoder_latent_temporal.fc_logstd.bias.fill_(config.init_logstd_z_t)
     trainable = OFlowTrainable(model, stage=config.stage, corr=config.loss_corr, corr_times=config.corr_times,
                                vae_beta=config.vae_beta, w_recon=config.w_recon, w_corr=config.w_corr,
                                w_velocity=config.w_velocity)
@@ -465,7 +473,8 @@ RECIPES: dict[str, tuple[str, ...]] = {
     "generative": ("generative_shape", "generative_motion", "generative"),
 }
 """Staged recipes: packaged configs run in order, each starting from the previous one's run (``init_from``)."""
-_STAGE_KEYS = ("stage", "near_surface", "loss_corr", "corr_times", "vae_beta", "w_velocity", "val_frames",
+_STAGE_KEYS = ("stage", "near_surface", "loss_corr", "corr_times", "vae_beta", "w_velocity", "init_logstd_z_t",
+               "model_overrides", "val_frames",
                "train_split", "val_split", "input_noise")
 """What a stage config contributes when ``staged_configs(quick=True)`` sizes everything else like ``quick``."""
 
@@ -638,11 +647,18 @@ def _t0_iou(model: OccupancyFlow, item: dict, threshold: float) -> float:
                                item["points.occ"][0].numpy() >= 0.5))
 
 
+_WARM_START_FREE = ("ode", "temporal_input")
+"""Model config keys that may differ from an ``init_from`` checkpoint's: they change no weight's shape (a
+motion stage may read displacements where the shape stage, which never trained the temporal encoders, did not)."""
+
+
 def _warm_start(model: OccupancyFlow, source: str | os.PathLike) -> None:
-    """Copy every weight of checkpoint ``source`` (same model config) into ``model``."""
+    """Copy every weight of checkpoint ``source`` (same model config but :data:`_WARM_START_FREE`) into ``model``."""
     loaded = load_oflow(user_path(source))
+    defaults = OFlowConfig().to_dict()
     mine, theirs = model.config.to_dict(), loaded.model.config.to_dict()
-    diff = [f"{k}: run {mine[k]!r} vs checkpoint {theirs.get(k)!r}" for k in mine if k != "ode" and mine[k] != theirs.get(k)]
+    diff = [f"{k}: run {mine[k]!r} vs checkpoint {theirs.get(k, defaults[k])!r}" for k in mine
+            if k not in _WARM_START_FREE and mine[k] != theirs.get(k, defaults[k])]
     if diff:
         raise DataError(source, "init_from: model config differs from this run's: " + ", ".join(diff))
     model.load_state_dict(loaded.model.state_dict())
