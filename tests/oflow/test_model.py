@@ -11,10 +11,12 @@ import torch
 from toolkit.io import DataError
 from toolkit.oflow.losses import compute_losses
 from toolkit.oflow.model import (
+    DISPLACEMENT_SCALE,
     PRESETS,
     Codes,
     OccupancyFlow,
     OFlowConfig,
+    _flatten_trajectories,
     build_model,
     infer_config,
     load_checkpoint,
@@ -297,3 +299,22 @@ def test_config_and_input_errors():
         model.occupancy(codes, torch.zeros(2, 10, 3), torch.zeros(3))
     with pytest.raises(ValueError, match="unknown ODE method 'rk45'"):
         model.transport(codes, torch.zeros(2, 10, 3), 0.0, 1.0, method="rk45")
+
+
+def test_displacement_input_is_the_trajectories_rescaled():
+    x = _inputs(seq_len=5, n=7)  # translating trajectories
+    pos = _flatten_trajectories(x).reshape(2, 7, 5, 3)
+    disp = _flatten_trajectories(x, "displacements").reshape(2, 7, 5, 3)
+    assert torch.equal(disp[:, :, 0], pos[:, :, 0])  # frame 0 as it is
+    torch.testing.assert_close(disp[:, :, 1:], DISPLACEMENT_SCALE * (pos[:, :, 1:] - pos[:, :, :1]))
+    assert not _flatten_trajectories(x[:, :1].expand_as(x), "displacements").reshape(2, 7, 5, 3)[:, :, 1:].any()
+    # same weights, same layout; only what the temporal encoders read differs
+    a, b = _tiny(), _tiny(temporal_input="displacements")
+    assert {k: v.shape for k, v in a.state_dict().items()} == {k: v.shape for k, v in b.state_dict().items()}
+    b.load_state_dict(a.state_dict())
+    inputs = _inputs()
+    ca, cb = a.encode(inputs), b.encode(inputs)
+    assert torch.equal(ca.c_s, cb.c_s) and not torch.allclose(ca.c_t, cb.c_t)
+    assert OFlowConfig.from_dict(b.config.to_dict()).temporal_input == "displacements"
+    with pytest.raises(ValueError, match=r"unknown temporal_input 'velocity'; valid: \['positions', 'displacements'\]"):
+        OFlowConfig(temporal_input="velocity")

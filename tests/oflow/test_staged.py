@@ -157,6 +157,23 @@ def test_stages_chain_by_init_from_and_shape_validates_t0_only(sphere_root, tmp_
     with pytest.raises(DataError, match="init_from: model config differs.*c_dim"):
         train(_config(sphere_root, tmp_path / "c", init_from=str(tmp_path / "a"), model_overrides={"c_dim": 8}),
               progress=False)
+    # what the temporal encoders read changes no weight's shape: a motion stage may switch it
+    disp = train(_config(sphere_root, tmp_path / "d", stage="motion", init_from=str(tmp_path / "a"), max_steps=1,
+                         model_overrides={"temporal_input": "displacements"}), progress=False)
+    assert disp.model.config.temporal_input == "displacements"
+    assert torch.equal(disp.model.state_dict()["decoder.fc_p.weight"], shape.model.state_dict()["decoder.fc_p.weight"])
+
+
+def test_init_logstd_z_t_starts_the_motion_posterior_narrow_and_resume_keeps_its_own(sphere_root, tmp_path):
+    kw = dict(model_preset="generative", stage="motion", init_logstd_z_t=-3.0, val_every=2, ckpt_every=1)
+    first = train(_config(sphere_root, tmp_path / "g", max_steps=2, **kw), progress=False)
+    bias = first.model.encoder_latent_temporal.fc_logstd.bias.detach()
+    assert float((bias + 3.0).abs().max()) < 0.01 and not torch.all(bias == -3.0)  # set, then two small steps
+    resumed = train(_config(sphere_root, tmp_path / "g", max_steps=3, **kw), progress=False)  # resumes at 2
+    straight = train(_config(sphere_root, tmp_path / "h", max_steps=3, **kw), progress=False)
+    # a resume keeps the run's own weights: resetting the bias again would part it from the uninterrupted run
+    assert torch.equal(resumed.model.encoder_latent_temporal.fc_logstd.bias,
+                       straight.model.encoder_latent_temporal.fc_logstd.bias)
 
 
 def test_staged_configs_chain_the_stages_and_run(sphere_root, tmp_path):
