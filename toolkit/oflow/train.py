@@ -655,10 +655,8 @@ motion stage may read displacements where the shape stage, which never trained t
 def _warm_start(model: OccupancyFlow, source: str | os.PathLike) -> None:
     """Copy every weight of checkpoint ``source`` (same model config but :data:`_WARM_START_FREE`) into ``model``."""
     loaded = load_oflow(user_path(source))
-    defaults = OFlowConfig().to_dict()
     mine, theirs = model.config.to_dict(), loaded.model.config.to_dict()
-    diff = [f"{k}: run {mine[k]!r} vs checkpoint {theirs.get(k, defaults[k])!r}" for k in mine
-            if k not in _WARM_START_FREE and mine[k] != theirs.get(k, defaults[k])]
+    diff = [f"{k}: run {mine[k]!r} vs checkpoint {theirs[k]!r}" for k in mine if k not in _WARM_START_FREE and mine[k] != theirs[k]]
     if diff:
         raise DataError(source, "init_from: model config differs from this run's: " + ", ".join(diff))
     model.load_state_dict(loaded.model.state_dict())
