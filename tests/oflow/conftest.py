@@ -43,7 +43,7 @@ def codes(z, z_t):
     """Codes of B items from (B, 3) shape latents (r, cx, cy) and (B, 3) velocities."""
     z, z_t = torch.as_tensor(z, dtype=torch.float32), torch.as_tensor(z_t, dtype=torch.float32)
     empty = z.new_zeros(z.shape[0], 0)
-    return Codes(empty, empty, z, z_t)
+    return Codes(empty, empty, z, z_t, empty)
 
 
 def sphere_logits(z, offset=(0.0, 0.0, 0.0)):

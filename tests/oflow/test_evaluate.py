@@ -46,7 +46,7 @@ class ExactSphereFlow(nn.Module):
     def encode(self, inputs, **_):
         v = (inputs[:, -1] - inputs[:, 0]).mean(dim=1)  # (B, 3): t runs 0..1 over the window
         empty = inputs.new_zeros(inputs.shape[0], 0)
-        return Codes(empty, v, empty, empty)
+        return Codes(empty, v, empty, empty, empty)
 
     def decode(self, codes, p0):
         return 20.0 * (0.5 - p0.norm(dim=-1)) + LOGIT_03
@@ -81,7 +81,7 @@ def test_exact_model_gives_iou_one_in_every_frame(eval_set):
         assert 0 < pred.occ.mean() < 1
     # a model that ignores the motion is wrong at t > 0 only
     still = ExactSphereFlow(5)
-    still.encode = lambda inputs, **_: Codes(*(inputs.new_zeros(1, k) for k in (0, 3, 0, 0)))
+    still.encode = lambda inputs, **_: Codes(*(inputs.new_zeros(1, k) for k in (0, 3, 0, 0, 0)))
     iou = predict_window(still, eval_set[len(eval_set) - 1]).iou
     assert iou[0] == 1.0 and np.all(iou[1:] < 0.95) and np.all(np.diff(iou) < 0)
 

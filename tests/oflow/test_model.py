@@ -66,6 +66,7 @@ def test_shapes_for_every_preset(name):
             (b, cfg.c_dim),
             (b, cfg.z_dim),
             (b, cfg.z_dim),
+            (b, 0),  # no velocity prior in the presets
         ]
         assert model.decode(codes, xyz).shape == (b, n)
         assert model.velocity(codes, xyz, 0.5).shape == (b, n, 3)

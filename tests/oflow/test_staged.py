@@ -14,8 +14,8 @@ from toolkit.io import DataError
 from toolkit.oflow._sphere import sphere_batch, write_moving_sphere_dataset
 from toolkit.oflow.data import NEAR_DIR, SequenceDataset, pack_sequence, read_points_frame
 from toolkit.oflow.losses import compute_losses, correspondence_frames, correspondence_loss, velocity_loss
-from toolkit.oflow.model import build_model
-from toolkit.oflow.train import train
+from toolkit.oflow.model import OccupancyFlow, build_model
+from toolkit.oflow.train import _warm_start, train
 
 
 @pytest.fixture(scope="module")
@@ -162,6 +162,12 @@ def test_stages_chain_by_init_from_and_shape_validates_t0_only(sphere_root, tmp_
                          model_overrides={"temporal_input": "displacements"}), progress=False)
     assert disp.model.config.temporal_input == "displacements"
     assert torch.equal(disp.model.state_dict()["decoder.fc_p.weight"], shape.model.state_dict()["decoder.fc_p.weight"])
+    # switching on the velocity prior keeps the shape but not the field, whose network becomes a residual
+    prior = OccupancyFlow(shape.model.config.replace(velocity_prior="input_trajectories"))
+    _warm_start(prior, tmp_path / "a")
+    mine, theirs = prior.state_dict(), shape.model.state_dict()
+    assert all(torch.equal(mine[k], w) for k, w in theirs.items() if not k.startswith("vector_field."))
+    assert not mine["vector_field.fc_out.weight"].any() and theirs["vector_field.fc_out.weight"].any()
 
 
 def test_init_logstd_z_t_starts_the_motion_posterior_narrow_and_resume_keeps_its_own(sphere_root, tmp_path):
@@ -185,8 +191,10 @@ def test_staged_configs_chain_the_stages_and_run(sphere_root, tmp_path):
     assert cfgs[0].init_from == "" and cfgs[1].init_from == cfgs[0].out_dir and cfgs[2].init_from == cfgs[1].out_dir
     assert all(c.max_steps == 3 and c.lr_milestones is None and c.model_preset == "tiny" for c in cfgs)
     assert cfgs[0].near_surface == 0.5 and cfgs[1].corr_times == 4  # the stages' own settings are kept
-    assert cfgs[1].model_overrides == cfgs[2].model_overrides == {"temporal_input": "displacements"}
+    later = {"temporal_input": "displacements", "velocity_prior": "input_trajectories"}
+    assert cfgs[1].model_overrides == cfgs[2].model_overrides == later
     assert cfgs[1].model_config().temporal_input == "displacements" and cfgs[0].model_config().temporal_input == "positions"
+    assert cfgs[1].model_config().velocity_prior == "input_trajectories" and cfgs[0].model_config().velocity_prior == "none"
     for cfg in cfgs:
         result = train(cfg, progress=False)
         assert result.history[-1]["step"] == 3

@@ -243,7 +243,7 @@ def propagate_vertices(
     """Carry each item's t=0 vertices to every time in one batched forward transport.
 
     Args:
-        codes: ``Codes`` of B items (the velocity field reads c_t and z_t only).
+        codes: ``Codes`` of B items (the velocity field reads c_t, z_t and, with a velocity prior, the inputs).
         vertices: B arrays (V_b, 3) of t=0 positions (sizes may differ: shorter sets are padded with
             copies of their first vertex, which are dropped again), or one (B, V, 3) array.
         times: (T,) output times (0 gives the input positions exactly).
@@ -283,7 +283,8 @@ def propagate_vertices(
                 raise
     with eval_mode(model):
         if fast is not None:
-            traj = transport_forward(fast, p0, times_t, cond=(codes.c_t, codes.z_t), options=opts, stats=stats)
+            traj = transport_forward(model.velocity_function(fast), p0, times_t, cond=model.flow_cond(codes),
+                                     options=opts, stats=stats)
         else:
             traj = model.transport_forward(codes, p0, times_t, stats=stats, **ode_kwargs(opts))
     traj = traj.float().cpu().numpy()

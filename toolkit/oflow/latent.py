@@ -566,7 +566,7 @@ def _vae_codes(model: Any, z: Tensor, z_t: Tensor) -> Any:
     from toolkit.oflow.model import Codes
 
     empty = z.new_zeros(z.shape[0], 0)
-    return Codes(empty, empty, z.contiguous(), z_t.contiguous())
+    return Codes(empty, empty, z.contiguous(), z_t.contiguous(), empty)
 
 
 def _maybe_progress(items, enabled: bool, total: int | None):

@@ -37,6 +37,7 @@ __all__ = [
     "DECODERS",
     "PRESETS",
     "TEMPORAL_INPUTS",
+    "VELOCITY_PRIORS",
     "CBatchNorm1d",
     "CResnetBlockConv1d",
     "Codes",
@@ -56,6 +57,7 @@ __all__ = [
     "load_checkpoint",
     "load_state_dict",
     "preset",
+    "trajectory_velocity",
 ]
 
 
@@ -174,6 +176,48 @@ TEMPORAL_INPUTS = ("positions", "displacements")
 DISPLACEMENT_SCALE = 10.0
 """Factor on the displacements of ``temporal_input="displacements"``: a window's motion is a few hundredths
 of the unit box, so unscaled it would be a small perturbation of the positions."""
+
+
+VELOCITY_PRIORS = ("none", "input_trajectories")
+"""What the velocity field adds to its network (``OFlowConfig.velocity_prior``)."""
+
+_PRIOR_CHUNK = 1 << 22
+"""Query points x input points per distance block of :func:`trajectory_velocity` (16 MiB of float32)."""
+
+
+def trajectory_velocity(trajectories: Tensor, p: Tensor, t: Tensor, neighbors: int = 4) -> Tensor:
+    """Velocity at ``p`` interpolated from the input trajectories' own motion at time ``t``.
+
+    Each input point moves linearly between consecutive frames (frame i at time i / (L - 1)); a query point
+    takes the inverse-square-distance weighted mean velocity of its ``neighbors`` nearest input points at
+    time t. Integrated, a query point on an input point follows that point's trajectory exactly.
+
+    Args:
+        trajectories: (B, L, M, 3) corresponding input points of the window.
+        p: (B, N, 3) query points; t: (B,) per-item time in [0, 1].
+    Returns:
+        (B, N, 3) velocities (per unit time).
+    """
+    b, n_frames, m, _ = trajectories.shape
+    s = t.to(p.dtype).clamp(0, 1) * (n_frames - 1)
+    seg = s.floor().clamp(max=n_frames - 2).long()
+    frac = (s - seg.to(s.dtype)).reshape(b, 1, 1)
+    rows = torch.arange(b, device=p.device)
+    start, end = trajectories[rows, seg], trajectories[rows, seg + 1]  # (B, M, 3)
+    step = end - start
+    here, vel = start + frac * step, step * (n_frames - 1)
+    k = min(neighbors, m)
+    out = []
+    for q in torch.split(p, max(1, _PRIOR_CHUNK // max(1, b * m)), dim=1):
+        # expanded form: unlike cdist, its gradient is finite where a query sits on an input point
+        d2 = torch.baddbmm(q.square().sum(2, keepdim=True) + here.square().sum(2).unsqueeze(1), q,
+                           here.transpose(1, 2), alpha=-2).clamp_min(0)  # (B, n, M)
+        d2, idx = d2.topk(k, dim=2, largest=False)
+        w = 1.0 / (d2 + 1e-10)
+        w = w / w.sum(dim=2, keepdim=True)
+        near = torch.gather(vel.unsqueeze(1).expand(b, q.shape[1], m, 3), 2, idx.unsqueeze(-1).expand(*idx.shape, 3))
+        out.append((w.unsqueeze(-1) * near).sum(dim=2))
+    return torch.cat(out, dim=1)
 
 
 def _flatten_trajectories(x: Tensor, temporal_input: str = "positions") -> Tensor:
@@ -450,6 +494,12 @@ class OFlowConfig:
     temporal_input: str = "positions"
     """what the temporal encoders read per point: "positions" (the original) or "displacements" (frame 0,
     then the scaled displacement from it; same weights' shapes, much faster to learn motion codes)"""
+    velocity_prior: str = "none"
+    """"none" (the original) or "input_trajectories": the field adds the input trajectories' own velocity
+    near each point (:func:`trajectory_velocity`) to its network, which then learns the residual; needs
+    corresponding input points (completion models)"""
+    prior_neighbors: int = 4
+    """input points blended by ``velocity_prior="input_trajectories"``"""
     ode: ODEOptions = field(default_factory=ODEOptions)
     """default transport settings; every transport call can override them by keyword"""
 
@@ -460,6 +510,8 @@ class OFlowConfig:
             raise ValueError(f"unknown decoder {self.decoder!r}; valid: {sorted(DECODERS)}")
         if self.temporal_input not in TEMPORAL_INPUTS:
             raise ValueError(f"unknown temporal_input {self.temporal_input!r}; valid: {list(TEMPORAL_INPUTS)}")
+        if self.velocity_prior not in VELOCITY_PRIORS:
+            raise ValueError(f"unknown velocity_prior {self.velocity_prior!r}; valid: {list(VELOCITY_PRIORS)}")
         for name in (
             "dim",
             "seq_len",
@@ -471,6 +523,7 @@ class OFlowConfig:
             "decoder_blocks",
             "vf_hidden",
             "vf_blocks",
+            "prior_neighbors",
         ):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"OFlowConfig.{name} must be >= 1, got {getattr(self, name)}")
@@ -606,6 +659,8 @@ class Codes(NamedTuple):
     """(B, z_dim) VAE shape latent (decoder)"""
     z_t: Tensor
     """(B, z_dim) VAE motion latent (velocity field)"""
+    trajectories: Tensor
+    """(B, L*M*3) flattened input trajectories read by ``velocity_prior``; (B, 0) without it"""
 
 
 class LatentDists(NamedTuple):
@@ -653,6 +708,9 @@ class OccupancyFlow(nn.Module):
         self.vector_field = VelocityField(
             cfg.dim, cfg.dim, cfg.c_dim, cfg.z_dim, cfg.vf_hidden, cfg.vf_blocks
         )
+        if cfg.velocity_prior != "none":  # the network learns a residual of the prior: start it at zero
+            nn.init.zeros_(self.vector_field.fc_out.weight)
+            nn.init.zeros_(self.vector_field.fc_out.bias)
         self.encoder_temporal = (
             TemporalResnetPointnet(cfg.c_dim, cfg.dim, cfg.seq_len, cfg.encoder_hidden, cfg.encoder_blocks,
                                    cfg.temporal_input)
@@ -707,7 +765,7 @@ class OccupancyFlow(nn.Module):
                 raise ValueError("this model has encoders: encode() needs inputs (B, L, N, 3)")
             p = next(self.parameters())
             empty = p.new_zeros(1 if batch_size is None else batch_size, 0)
-            return Codes(empty, empty, empty, empty)
+            return Codes(empty, empty, empty, empty, empty)
         return self.encode_with_posteriors(inputs, sample=sample, generator=generator)[0]
 
     def encode_with_posteriors(
@@ -735,8 +793,9 @@ class OccupancyFlow(nn.Module):
         else:
             c_s = c_t = empty
         q = self.encode_latent(inputs)
+        traj = inputs.flatten(1) if self.config.velocity_prior != "none" else empty
         if self.encoder_latent is None or not sample:
-            return Codes(c_s, c_t, q.q_z.loc, q.q_z_t.loc), q
+            return Codes(c_s, c_t, q.q_z.loc, q.q_z_t.loc, traj), q
         if eps is None:
             eps = (_randn_like(q.q_z.loc, generator), _randn_like(q.q_z_t.loc, generator))
         for name, e, like in (("eps_z", eps[0], q.q_z.loc), ("eps_z_t", eps[1], q.q_z_t.loc)):
@@ -744,7 +803,7 @@ class OccupancyFlow(nn.Module):
                 raise ValueError(f"{name} must have shape {tuple(like.shape)}; got {tuple(e.shape)}")
         z = q.q_z.loc + q.q_z.scale * eps[0].to(q.q_z.loc)
         z_t = q.q_z_t.loc + q.q_z_t.scale * eps[1].to(q.q_z_t.loc)
-        return Codes(c_s, c_t, z, z_t), q
+        return Codes(c_s, c_t, z, z_t, traj), q
 
     def sample_codes(
         self, batch_size: int, *, generator: torch.Generator | None = None, inputs: Tensor | None = None
@@ -765,7 +824,7 @@ class OccupancyFlow(nn.Module):
                 )
             codes = self.encode(inputs)
         else:
-            codes = Codes(*(p.new_zeros(batch_size, 0),) * 4)
+            codes = Codes(*(p.new_zeros(batch_size, 0),) * 5)
         shape = (batch_size, self.config.z_dim)
         z = torch.randn(shape, generator=generator, device=p.device, dtype=p.dtype)
         z_t = torch.randn(shape, generator=generator, device=p.device, dtype=p.dtype)
@@ -781,7 +840,7 @@ class OccupancyFlow(nn.Module):
     def velocity(self, codes: Codes, p: Tensor, t: Tensor | float) -> Tensor:
         """Velocity v(p, t_b) for item b. ``p (B, N, 3)``, ``t (B,)`` or float -> ``(B, N, 3)``."""
         p = self._check_points(p, codes, "p")
-        return self.vector_field(p, _batch_times(t, p, "t"), codes.c_t, codes.z_t)
+        return self._field(p, _batch_times(t, p, "t"), self.flow_cond(codes))
 
     def transport(
         self,
@@ -811,7 +870,7 @@ class OccupancyFlow(nn.Module):
             xyz,
             _batch_times(t_from, xyz, "t_from"),
             _batch_times(t_to, xyz, "t_to"),
-            cond=(codes.c_t, codes.z_t),
+            cond=self.flow_cond(codes),
             params=tuple(self.vector_field.parameters()),
             options=self.config.ode,
             stats=stats,
@@ -852,7 +911,7 @@ class OccupancyFlow(nn.Module):
             self._field,
             p0,
             times,
-            cond=(codes.c_t, codes.z_t),
+            cond=self.flow_cond(codes),
             params=tuple(self.vector_field.parameters()),
             options=self.config.ode,
             stats=stats,
@@ -886,11 +945,36 @@ class OccupancyFlow(nn.Module):
         """Same as :meth:`occupancy`."""
         return self.occupancy(codes, xyz, t, **ode_options)
 
+    def flow_cond(self, codes: Codes) -> tuple[Tensor, Tensor, Tensor]:
+        """The per-item condition tensors of the flow's ODE: ``(c_t, z_t, trajectories)``."""
+        return codes.c_t, codes.z_t, codes.trajectories
+
+    def velocity_function(self, network: Any = None) -> Any:
+        """``velocity(p, t, cond)`` of the flow for :mod:`toolkit.oflow.ode` (cond from :meth:`flow_cond`).
+
+        Args:
+            network: a stand-in for ``vector_field`` with its call signature (e.g.
+                :class:`toolkit.oflow.ode.FusedVelocity`); None uses ``vector_field``.
+        """
+        if network is None:
+            def network(p: Tensor, t: Tensor, cond: tuple[Tensor, ...]) -> Tensor:
+                return self.vector_field(p, t, *cond)
+        if self.config.velocity_prior == "none":
+            return lambda p, t, cond: network(p, t, cond[:2])
+
+        def velocity(p: Tensor, t: Tensor, cond: tuple[Tensor, ...]) -> Tensor:
+            flat = cond[2]
+            if flat.shape[1] == 0:
+                raise ValueError("velocity_prior='input_trajectories' needs codes from encode(inputs) "
+                                 "(these codes carry no input trajectories)")
+            traj = flat.reshape(p.shape[0], self.config.seq_len, -1, self.config.dim)
+            return network(p, t, cond[:2]) + trajectory_velocity(traj, p, t, self.config.prior_neighbors)
+        return velocity
+
     # -- private -------------------------------------------------------------------------------------
 
     def _field(self, p: Tensor, t: Tensor, cond: tuple[Tensor, ...]) -> Tensor:
-        c_t, z_t = cond
-        return self.vector_field(p, t, c_t, z_t)
+        return self.velocity_function()(p, t, cond)
 
     def _check_inputs(self, inputs: Tensor) -> Tensor:
         if not torch.is_tensor(inputs) or inputs.ndim != 4 or inputs.shape[-1] != self.config.dim:

@@ -65,7 +65,7 @@ from toolkit.oflow.evaluate import (
     window_codes,
 )
 from toolkit.oflow.losses import STAGES, OFlowLosses, compute_losses
-from toolkit.oflow.model import PRESETS, TEMPORAL_INPUTS, OccupancyFlow, OFlowConfig, preset
+from toolkit.oflow.model import PRESETS, TEMPORAL_INPUTS, VELOCITY_PRIORS, OccupancyFlow, OFlowConfig, preset
 from toolkit.oflow.ode import ODE_PRESETS, ODEOptions, ode_preset, resolve_options
 from toolkit.paths import user_path
 from toolkit.synthetic.bodies import write_body_dataset
@@ -260,7 +260,8 @@ declare_checks(
                            c_dim=at_least(0), z_dim=at_least(0), encoder_hidden=at_least(1),
                            encoder_blocks=at_least(1), latent_hidden=at_least(1), latent_blocks=at_least(1),
                            decoder_hidden=at_least(1), decoder_blocks=at_least(1), vf_hidden=at_least(1),
-                           vf_blocks=at_least(1), temporal_input=one_of(list(TEMPORAL_INPUTS))),
+                           vf_blocks=at_least(1), temporal_input=one_of(list(TEMPORAL_INPUTS)),
+                           velocity_prior=one_of(list(VELOCITY_PRIORS)), prior_neighbors=at_least(1)),
     ode=one_of(sorted(ODE_PRESETS)),
     ode_overrides=nested(ODEOptions, label="ODE option", construct=False, rtol=above(0), atol=above(0),
                          step_size=above(0), num_steps=at_least(1)),
@@ -647,7 +648,7 @@ def _t0_iou(model: OccupancyFlow, item: dict, threshold: float) -> float:
                                item["points.occ"][0].numpy() >= 0.5))
 
 
-_WARM_START_FREE = ("ode", "temporal_input")
+_WARM_START_FREE = ("ode", "temporal_input", "velocity_prior", "prior_neighbors")
 """Model config keys that may differ from an ``init_from`` checkpoint's: they change no weight's shape (a
 motion stage may read displacements where the shape stage, which never trained the temporal encoders, did not)."""
 
@@ -659,7 +660,11 @@ def _warm_start(model: OccupancyFlow, source: str | os.PathLike) -> None:
     diff = [f"{k}: run {mine[k]!r} vs checkpoint {theirs[k]!r}" for k in mine if k not in _WARM_START_FREE and mine[k] != theirs[k]]
     if diff:
         raise DataError(source, "init_from: model config differs from this run's: " + ", ".join(diff))
-    model.load_state_dict(loaded.model.state_dict())
+    state = loaded.model.state_dict()
+    if mine["velocity_prior"] != theirs["velocity_prior"]:
+        # a field trained for the whole velocity is no residual of another prior: keep this model's own start
+        state = {k: (model.state_dict()[k] if k.startswith("vector_field.") else v) for k, v in state.items()}
+    model.load_state_dict(state)
 
 
 def _split_arg(root: Path, split: str | list | None) -> str | list[str] | None:
