@@ -177,3 +177,27 @@ def test_real_scan_points_seq_validates_and_loads(demo_occupancy, tmp_path):
     np.testing.assert_allclose([packed.occupancy(f).mean() for f in range(17)], result.inside_fraction)
     item = SequenceDataset(seq.parent, cache_dir=tmp_path / "cache")[0]
     assert item["points"].shape == (512, 3) and 0 < float(item["points.occ"].mean()) < 0.2
+
+
+def test_prepare_scan_sequence_reuses_and_never_replaces_a_finished_copy_unasked(tmp_path):
+    from toolkit.oflow.train import prepare_scan_sequence
+
+    rng = np.random.default_rng(3)
+    src = tmp_path / "ref" / "seq"
+    unit = _unit(rng, 5_000)
+    for i in range(2):
+        write_pcl_frame(src / PCL_DIR / f"{i:08d}.npz", 0.5 * unit, (0.05 * i, 0.0, 0.0), 2.0)
+    work = tmp_path / "work"
+    kw = {"resolution": 32, "progress": False}
+    dst = prepare_scan_sequence(src, work, n_points=3_000, **kw)
+    first = (dst / POINTS_DIR / "00000001.npz").stat().st_mtime_ns
+    assert prepare_scan_sequence(src, work, n_points=3_000, **kw) == dst  # same settings: reused
+    assert (dst / POINTS_DIR / "00000001.npz").stat().st_mtime_ns == first
+    with pytest.raises(DataError, match=r"occupancy.json: a copy made with other settings \(\{'n_points': 3000\}\)"):
+        prepare_scan_sequence(src, work, n_points=2_000, **kw)
+    assert read_points_frame(dst / POINTS_DIR / "00000001.npz").points.shape == (3_000, 3)  # left as it was
+    prepare_scan_sequence(src, work, n_points=2_000, overwrite=True, **kw)
+    assert read_points_frame(dst / POINTS_DIR / "00000001.npz").points.shape == (2_000, 3)
+    (dst / "occupancy.json").unlink()  # an interrupted copy (the record is written last) is rebuilt
+    prepare_scan_sequence(src, work, n_points=3_000, **kw)
+    assert read_points_frame(dst / POINTS_DIR / "00000001.npz").points.shape == (3_000, 3)

@@ -191,7 +191,7 @@ def test_staged_configs_chain_the_stages_and_run(sphere_root, tmp_path):
     assert cfgs[0].init_from == "" and cfgs[1].init_from == cfgs[0].out_dir and cfgs[2].init_from == cfgs[1].out_dir
     assert all(c.max_steps == 3 and c.lr_milestones is None and c.model_preset == "tiny" for c in cfgs)
     assert cfgs[0].near_surface == 0.5 and cfgs[1].corr_times == 4  # the stages' own settings are kept
-    later = {"temporal_input": "displacements", "velocity_prior": "input_trajectories"}
+    later = {"temporal_input": "displacements", "velocity_prior": "input_trajectories", "prior_neighbors": 8}
     assert cfgs[1].model_overrides == cfgs[2].model_overrides == later
     assert cfgs[1].model_config().temporal_input == "displacements" and cfgs[0].model_config().temporal_input == "positions"
     assert cfgs[1].model_config().velocity_prior == "input_trajectories" and cfgs[0].model_config().velocity_prior == "none"

@@ -161,6 +161,7 @@ def test_cli_trains_and_evaluates_the_quick_config(tmp_path, capsys, monkeypatch
     saved = json.loads((tmp_path / "eval.json").read_text())
     assert printed == saved and saved["split"] == "test" and saved["windows"] == 2 and saved["frames"] == 17
     assert saved["model"]["preset"] == "tiny" and saved["model"]["step"] == 3
+    assert saved["model"]["velocity_prior"] == "none"
     assert len(saved["per_frame"]["iou"]) == 17 and 0.0 <= saved["mean"]["iou"] <= 1.0
     assert {"chamfer_l1_x10", "chamfer_l2_sq", "corr_l2_x10"} <= set(saved["mean"]) and "x10" in saved["units"]
     assert np.isfinite(saved["seconds"]["total"])

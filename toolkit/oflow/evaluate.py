@@ -346,7 +346,8 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, data: str | os.PathLike, 
     result["seconds"]["total"] = round(time.perf_counter() - start, 3)
     header = {"checkpoint": str(checkpoint), "data": str(data), "split": split, "device": str(device),
               "model": {"preset": tc.get("model_preset"), "parameters": sum(p.numel() for p in model.parameters()),
-                        "ode": loaded.model.config.ode.method, "step": loaded.meta.get("step")},
+                        "ode": loaded.model.config.ode.method, "step": loaded.meta.get("step"),
+                        "velocity_prior": loaded.model.config.velocity_prior},
               "occupancy_points": occupancy,
               "iou_points_per_frame": result["per_window"][0]["iou_points"] if result["per_window"] else None}
     return {**header, **result}

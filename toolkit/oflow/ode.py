@@ -5,7 +5,8 @@ A trajectory solves ``dp/dt = v(p, t | cond)``. :func:`transport` carries item b
 start time to a set of shared output times (mesh propagation, the correspondence loss).
 
 The velocity callable is ``velocity(p (B, N, D), t (B,), cond) -> (B, N, D)``: each item is evaluated
-at its own time, and ``cond`` is a tuple of per-item condition tensors ``(B, K_i)`` (the codes c_t, z_t).
+at its own time, and ``cond`` is a tuple of per-item condition tensors ``(B, K_i)`` (the codes c_t, z_t and,
+with a velocity prior, the flattened input trajectories: ``OccupancyFlow.flow_cond``).
 The codes travel as closure state; with ``adjoint=True`` they are handed to ``odeint_adjoint`` as
 ``adjoint_params`` (beside the field's own ``params``), so gradients reach the encoders.
 

@@ -578,16 +578,19 @@ SYSTEM = lifecycle.System(
 # --------------------------------------------------------------------------------------------------
 
 def prepare_scan_sequence(source: str | os.PathLike, work_dir: str | os.PathLike, *, n_points: int = 100_000,
-                          resolution: int = 128, seed: int = 0, progress: bool = True) -> Path:
+                          resolution: int = 128, seed: int = 0, overwrite: bool = False, progress: bool = True) -> Path:
     """A working copy of a scanned sequence (``pcl_seq`` only, e.g. the D-FAUST demo) with occupancy labels.
 
     The ``pcl_seq`` frames are copied to ``<work_dir>/<sequence name>/`` (the source, often read-only
     reference data, is never written), then ``points_seq`` is derived from the surface points with
     :func:`toolkit.oflow.occupancy.derive_scan_occupancy`. An existing copy made with the same settings is
     reused; ``occupancy.json`` there records the settings and each frame's inside fraction and volume.
+    An interrupted copy is rebuilt; a finished one with other settings only with ``overwrite``.
 
     Returns:
         The working sequence folder, ready for :class:`toolkit.oflow.data.SequenceDataset`.
+    Raises:
+        DataError: ``work_dir`` already holds a finished copy made with other settings.
     """
     import json
 
@@ -602,11 +605,16 @@ def prepare_scan_sequence(source: str | os.PathLike, work_dir: str | os.PathLike
                 "seed": int(seed), "frames": [p.name for p in files]}
     record = dst / "occupancy.json"
     try:
-        if json.loads(record.read_text())["settings"] == settings and (dst / POINTS_DIR).is_dir():
-            return dst
+        made_with = json.loads(record.read_text())["settings"]
     except (OSError, ValueError, KeyError, TypeError):
-        pass
-    if dst.exists():  # stale copy (other settings or interrupted): start clean
+        made_with = None  # no copy, or an interrupted one (the record is written last)
+    if made_with == settings and (dst / POINTS_DIR).is_dir():
+        return dst
+    if made_with is not None and not overwrite:
+        other = {k: v for k, v in made_with.items() if k != "frames" and settings.get(k) != v}
+        raise DataError(record, f"a copy made with other settings ({other}) is there; pass overwrite=True "
+                                f"or another work_dir")
+    if dst.exists():
         shutil.rmtree(dst)
     for path in files:
         with atomic_write(dst / PCL_DIR / path.name, "wb") as f:
