@@ -201,3 +201,6 @@ def test_prepare_scan_sequence_reuses_and_never_replaces_a_finished_copy_unasked
     (dst / "occupancy.json").unlink()  # an interrupted copy (the record is written last) is rebuilt
     prepare_scan_sequence(src, work, n_points=3_000, **kw)
     assert read_points_frame(dst / POINTS_DIR / "00000001.npz").points.shape == (3_000, 3)
+    shutil.rmtree(dst / POINTS_DIR)  # same settings but the labels gone: rebuilt, not refused
+    prepare_scan_sequence(src, work, n_points=3_000, **kw)
+    assert read_points_frame(dst / POINTS_DIR / "00000001.npz").points.shape == (3_000, 3)

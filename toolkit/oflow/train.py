@@ -610,8 +610,8 @@ def prepare_scan_sequence(source: str | os.PathLike, work_dir: str | os.PathLike
         made_with = None  # no copy, or an interrupted one (the record is written last)
     if made_with == settings and (dst / POINTS_DIR).is_dir():
         return dst
-    if made_with is not None and not overwrite:
-        other = {k: v for k, v in made_with.items() if k != "frames" and settings.get(k) != v}
+    if made_with not in (None, settings) and not overwrite:
+        other = {k: (f"{len(v)} frames" if k == "frames" else v) for k, v in made_with.items() if settings.get(k) != v}
         raise DataError(record, f"a copy made with other settings ({other}) is there; pass overwrite=True "
                                 f"or another work_dir")
     if dst.exists():
