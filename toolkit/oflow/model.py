@@ -16,6 +16,7 @@ Module and parameter names follow the original checkpoints (``encoder.block_0.fc
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import re
 from collections.abc import Mapping
@@ -209,7 +210,7 @@ def trajectory_velocity(trajectories: Tensor, p: Tensor, t: Tensor, neighbors: i
     k = min(neighbors, m)
     out = []
     for q in torch.split(p, max(1, _PRIOR_CHUNK // max(1, b * m)), dim=1):
-        # expanded form: unlike cdist, its gradient is finite where a query sits on an input point
+        # squared distances straight from the dot products: the blend needs no square root
         d2 = torch.baddbmm(q.square().sum(2, keepdim=True) + here.square().sum(2).unsqueeze(1), q,
                            here.transpose(1, 2), alpha=-2).clamp_min(0)  # (B, n, M)
         d2, idx = d2.topk(k, dim=2, largest=False)
@@ -956,25 +957,20 @@ class OccupancyFlow(nn.Module):
             network: a stand-in for ``vector_field`` with its call signature (e.g.
                 :class:`toolkit.oflow.ode.FusedVelocity`); None uses ``vector_field``.
         """
-        if network is None:
-            def network(p: Tensor, t: Tensor, cond: tuple[Tensor, ...]) -> Tensor:
-                return self.vector_field(p, t, *cond)
-        if self.config.velocity_prior == "none":
-            return lambda p, t, cond: network(p, t, cond[:2])
-
-        def velocity(p: Tensor, t: Tensor, cond: tuple[Tensor, ...]) -> Tensor:
-            flat = cond[2]
-            if flat.shape[1] == 0:
-                raise ValueError("velocity_prior='input_trajectories' needs codes from encode(inputs) "
-                                 "(these codes carry no input trajectories)")
-            traj = flat.reshape(p.shape[0], self.config.seq_len, -1, self.config.dim)
-            return network(p, t, cond[:2]) + trajectory_velocity(traj, p, t, self.config.prior_neighbors)
-        return velocity
+        return self._field if network is None else functools.partial(self._field, network=network)
 
     # -- private -------------------------------------------------------------------------------------
 
-    def _field(self, p: Tensor, t: Tensor, cond: tuple[Tensor, ...]) -> Tensor:
-        return self.velocity_function()(p, t, cond)
+    def _field(self, p: Tensor, t: Tensor, cond: tuple[Tensor, ...], network: Any = None) -> Tensor:
+        own = self.vector_field(p, t, *cond[:2]) if network is None else network(p, t, cond[:2])
+        if self.config.velocity_prior == "none":
+            return own
+        flat = cond[2]
+        if flat.shape[1] == 0:
+            raise ValueError("velocity_prior='input_trajectories' needs codes from encode(inputs) "
+                             "(these codes carry no input trajectories)")
+        traj = flat.reshape(p.shape[0], self.config.seq_len, -1, self.config.dim)
+        return own + trajectory_velocity(traj, p, t, self.config.prior_neighbors)
 
     def _check_inputs(self, inputs: Tensor) -> Tensor:
         if not torch.is_tensor(inputs) or inputs.ndim != 4 or inputs.shape[-1] != self.config.dim:
